@@ -1,0 +1,65 @@
+"""The contract between the training engine and a task (classification, detection).
+
+The engine owns everything task-independent: the loop, mixed precision, channels_last,
+gradient accumulation and clipping, optimiser and schedule, EMA, distributed setup, checkpoints,
+logging, progress and plots. A task owns the model, the data and the metrics.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class Task(abc.ABC):
+    #: short name used on the command line and in run folders: "cls" or "det"
+    name: str = ""
+    #: key of the metric that selects the best checkpoint (higher is better), e.g. "top1", "box_ap"
+    main_metric: str = ""
+    #: set by the engine before training / evaluation: the model is in channels_last memory
+    #: format, so a task may convert its image batches likewise (``x.to(memory_format=...)``)
+    channels_last: bool = False
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh model (weights initialised, possibly from a backbone checkpoint)."""
+
+    @abc.abstractmethod
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        """(train, val). Validate the data here so that errors come before any training.
+        ``val`` may be None (no evaluation). The engine wraps ``train`` so that random
+        augmentations are seeded per sample (reproducible and resumable); transforms must draw
+        their randomness from torch's global RNG (as torchvision's transforms do)."""
+
+    def collate_fn(self, train: bool):
+        """The DataLoader collate function (None: torch's default)."""
+        return None
+
+    @abc.abstractmethod
+    def training_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        """Move ``batch`` to ``device``, run the model, return losses. Must contain ``"loss"``.
+        Runs inside the engine's autocast context."""
+
+    @abc.abstractmethod
+    def evaluate(self, model: nn.Module, batches: Iterable[Any], device: torch.device) -> dict[str, float]:
+        """Evaluate ``model`` (already in eval mode) on this rank's share of the val set and return
+        flat metrics. Under torch.distributed the task gathers/reduces across ranks itself (so
+        that e.g. COCO evaluation sees all predictions) and every rank returns the same dict."""
+
+    def batch_size(self, batch: Any) -> int:
+        """Number of images in ``batch`` (for throughput)."""
+        return len(batch[0])
+
+    def metadata(self) -> dict[str, Any]:
+        """Saved with the weights: model name and overrides, class names, input size...
+        JSON-able values only; also stored in each checkpoint."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Flat numbers for the run's ``metrics.json`` beyond the engine's own (e.g. how many
+        unreadable images were skipped). Called once at the end on every rank; under
+        torch.distributed it is collective (reduce across ranks) and every rank returns the same."""
+        return {}

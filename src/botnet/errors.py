@@ -1,0 +1,24 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad path, a malformed file, an unknown model name) raises
+:class:`UserError`. The command line prints its message without a traceback and exits non-zero;
+library callers get an ordinary exception that subclasses ``ValueError``.
+"""
+
+
+class UserError(ValueError):
+    """An error caused by the user's input; the message says what and where."""
+
+
+class DataError(UserError):
+    """A dataset or annotation file is unusable. ``problems`` lists every problem found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        if self.problems:
+            shown = "\n".join(f"  - {p}" for p in self.problems[:50])
+            more = len(self.problems) - 50
+            if more > 0:
+                shown += f"\n  ... and {more} more"
+            message = f"{message}\n{shown}"
+        super().__init__(message)

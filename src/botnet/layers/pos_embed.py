@@ -1,0 +1,118 @@
+"""2-D relative (and absolute) position encodings of the BoT attention layer.
+
+Index convention (spec section 3): for a query at (row a, col b) and a key at (row c, col e) on an
+H x W map, the relative position logit is
+
+    q_ab . ( R_h[c - a + H - 1] + R_w[e - b + W - 1] )
+
+i.e. a table of 2L - 1 rows is indexed by ``(key - query) + (L - 1)``; row ``L - 1`` is offset 0.
+
+Any map size works. A map no larger than the table's native length L_t uses the same rows for the
+same offsets (rows ``L_t - L .. L_t + L - 2``), which is exactly the paper's function restricted to
+the smaller map. A larger map resamples the table along the offset axis by linear interpolation
+with the end rows pinned (offset -(L_t-1) -> -(L-1), 0 -> 0, L_t-1 -> L-1): a choice of ours, as
+the paper fixes the input size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _lerp_rows(table: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rows of ``table`` at fractional ``positions`` by linear interpolation (exact at integers)."""
+    positions = positions.clamp(0, table.shape[0] - 1)
+    lo = positions.floor()
+    frac = (positions - lo).unsqueeze(-1).to(table.dtype)
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=table.shape[0] - 1)
+    return table[lo] * (1 - frac) + table[hi] * frac
+
+
+def rel_table_for_length(table: torch.Tensor, length: int) -> torch.Tensor:
+    """The (2 * length - 1, d) rows of a relative table that serve a map of ``length`` positions.
+
+    Row ``j`` of the result holds offset ``o = j - (length - 1)``, read from the table at position
+    ``(L_t - 1) + o * min(1, (L_t - 1) / (length - 1))``: the same row for the same offset when
+    ``length <= L_t`` (exactly the paper's function), linear interpolation with the extreme offsets
+    pinned to the table's ends when the map is larger. One formula with no branch on the size, so
+    that traced and exported graphs keep height and width dynamic."""
+    native = (table.shape[0] + 1) // 2
+    offsets = torch.arange(2 * length - 1, device=table.device, dtype=torch.float32) - (length - 1)
+    # min / max as tensor ops: Python's would put a guard on a symbolic length when exporting
+    step = ((native - 1) / offsets[-1:].clamp(min=1)).clamp(max=1.0)
+    return _lerp_rows(table, offsets * step + (native - 1))
+
+
+def resize_rel_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Resample a relative table (2 L_t - 1, d) to (2 * length - 1, d) (for checkpoints)."""
+    return rel_table_for_length(table, length)
+
+
+def resize_abs_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Resample an absolute table (L_t, d) to (length, d), linear with the ends pinned (ViT style).
+
+    This is our choice for the ablation's absolute encoding at other sizes; the paper fixes it."""
+    native = table.shape[0]
+    positions = torch.arange(length, device=table.device, dtype=torch.float32)
+    return _lerp_rows(table, positions * ((native - 1) / max(length - 1, 1)))
+
+
+def relative_logits_1d(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Relative logits along the last spatial axis.
+
+    q: (..., W, d) queries along one axis; table: (2W - 1, d), row j = offset j - (W - 1).
+    Returns (..., W, W) with ``out[..., b, e] = q[..., b, :] . table[e - b + W - 1]``.
+    Computed as the small product q . table^T (..., W, 2W - 1) followed by a gather, so the cost is
+    O(W * (2W - 1) * d) per row rather than anything quadratic in the number of tokens.
+    """
+    width = q.shape[-2]
+    logits = q @ table.to(q.dtype).t()  # (..., W, 2W - 1)
+    pos = torch.arange(width, device=q.device)
+    index = pos[None, :] - pos[:, None] + (width - 1)  # [b, e] -> e - b + W - 1
+    return logits.gather(-1, index.expand(*logits.shape[:-1], width))
+
+
+def relative_logits_2d(
+    q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query relative logits along rows and columns.
+
+    q: (B, heads, H * W, d) queries, already scaled; rel_h, rel_w: tables of any native size.
+    Returns ``(logits_h, logits_w)`` of shapes (B, heads, H * W, H) and (B, heads, H * W, W):
+    ``logits_h[..., a * W + b, c] = q_ab . R_h[c - a + H - 1]`` and
+    ``logits_w[..., a * W + b, e] = q_ab . R_w[e - b + W - 1]``.
+    The full position logit of query (a, b) and key (c, e) is ``logits_h[.., c] + logits_w[.., e]``.
+    """
+    height, width = size
+    bh = q.shape[:-2]
+    grid = q.reshape(*bh, height, width, q.shape[-1])
+    lw = relative_logits_1d(grid, rel_table_for_length(rel_w, width))  # (.., H, W, W)
+    lh = relative_logits_1d(grid.transpose(-2, -3), rel_table_for_length(rel_h, height))  # (.., W, H, H)
+    lh = lh.transpose(-2, -3)  # (.., H, W, H)
+    return lh.reshape(*bh, height * width, height), lw.reshape(*bh, height * width, width)
+
+
+def relative_bias_2d(logits_h: torch.Tensor, logits_w: torch.Tensor) -> torch.Tensor:
+    """Expand per-axis logits to the full (B, heads, N, N) additive attention bias."""
+    n, height = logits_h.shape[-2], logits_h.shape[-1]
+    width = logits_w.shape[-1]
+    bias = logits_h[..., :, None] + logits_w[..., None, :]  # (.., N, H, W)
+    return bias.reshape(*logits_h.shape[:-2], n, height * width)
+
+
+def key_position_onehots(size: tuple[int, int], device, dtype) -> torch.Tensor:
+    """(H * W, H + W) one-hot rows [row(c) | col(e)] of every key position (c, e).
+
+    Appending these to the keys and the per-query logits of :func:`relative_logits_2d` to the
+    queries turns the relative term into part of one dot product:
+    ``[q | l_h | l_w] . [k | onehot_row | onehot_col] = q.k + l_h[c] + l_w[e]``,
+    so fused attention kernels run with no (N x N) bias at all."""
+    height, width = size
+    # row / column of each token by broadcasting, not token // W and token % W: the ONNX exporter
+    # cannot translate a remainder by a symbolic width
+    row = torch.arange(height, device=device)[:, None].expand(height, width).reshape(-1)
+    col = torch.arange(width, device=device)[None, :].expand(height, width).reshape(-1)
+    rows = row[:, None] == torch.arange(height, device=device)[None, :]
+    cols = col[:, None] == torch.arange(width, device=device)[None, :]
+    return torch.cat([rows, cols], dim=1).to(dtype)

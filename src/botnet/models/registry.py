@@ -1,0 +1,59 @@
+"""``create_model`` / ``list_models``: every preset by name."""
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable
+
+from torch import nn
+
+from botnet.errors import UserError
+from botnet.models.botnet import BoTNet
+from botnet.models.config import ModelConfig
+from botnet.models.presets import PRESETS
+
+_REGISTRY: dict[str, ModelConfig] = {}
+
+
+def register_model(name: str, cfg: ModelConfig) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = cfg
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, optionally filtered by a glob pattern (``"botnet_s1_*"``)."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def get_model_config(name: str) -> ModelConfig:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    img_size: int | tuple[int, int] | None = None,
+    **overrides: Any,
+) -> BoTNet:
+    """Build a registered model.
+
+    ``img_size`` sets the default input (and so the native size of the attention tables); any
+    field of :class:`ModelConfig` can be overridden by keyword (``drop_path_rate=0.1``,
+    ``act="silu"``, ``pos_enc="absolute"``...). ``norm_layer`` takes e.g.
+    ``torchvision.ops.FrozenBatchNorm2d`` for detection.
+    """
+    cfg = get_model_config(name)
+    if img_size is not None:
+        overrides["input_size"] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    cfg = cfg.replace(**overrides)
+    return BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
+
+
+for _name, _cfg in PRESETS.items():
+    register_model(_name, _cfg)
