@@ -1,0 +1,62 @@
+"""The classification run config: the engine's sections plus ``model``, ``data`` and ``loss``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from botnet.engine.config import TrainConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ClsModelConfig:
+    #: a registered model (``botnet models`` lists them)
+    name: str = "botnet_s1_50"
+    #: dropout before the classifier
+    drop_rate: float = 0.0
+    #: stochastic depth (drop-path) rate of the last block, linear in the block index
+    drop_path_rate: float = 0.0
+    #: any other field of the model's config, e.g. {act: silu, se_ratio: 0.0625}
+    options: dict[str, Any] = field(default_factory=dict)
+    #: weights to start from: a ResNet checkpoint (torchvision / timm layout) or our safetensors;
+    #: matching layers are filled, the attention stays random (the paper's ImageNet start)
+    init_weights: str | None = None
+
+
+@dataclass
+class RandAugmentConfig:
+    #: number of operations per image (0: off)
+    layers: int = 2
+    magnitude: int = 9
+
+
+@dataclass
+class ClsDataConfig:
+    #: ImageFolder root holding train/<class>/* and val/<class>/*
+    root: str = ""
+    #: training / evaluation resolution (None: the model's default input size)
+    img_size: int | None = None
+    #: evaluation: resize to img_size / crop_pct, then center-crop img_size
+    crop_pct: float = 0.875
+    #: RandomResizedCrop area range
+    scale: tuple[float, float] = (0.08, 1.0)
+    hflip: float = 0.5
+    randaugment: RandAugmentConfig = field(default_factory=RandAugmentConfig)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    #: stop at the first unreadable image instead of skipping it with a warning
+    strict: bool = False
+
+
+@dataclass
+class ClsLossConfig:
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class ClassificationConfig(TrainConfig):
+    model: ClsModelConfig = field(default_factory=ClsModelConfig)
+    data: ClsDataConfig = field(default_factory=ClsDataConfig)
+    loss: ClsLossConfig = field(default_factory=ClsLossConfig)

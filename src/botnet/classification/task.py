@@ -1,0 +1,158 @@
+"""Image classification as an engine :class:`~botnet.engine.task.Task`: ImageFolder data, a
+registered model with a fresh classifier, label-smoothed cross-entropy, top-1 / top-5 accuracy."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from botnet.classification.config import ClassificationConfig, ClsModelConfig
+from botnet.classification.transforms import eval_transform, train_transform
+from botnet.data.imagefolder import ImageFolderDataset, Unreadable, collate_skipping, scan_image_folder, scan_split
+from botnet.engine import distributed as du
+from botnet.engine.task import Task
+from botnet.errors import DataError, UserError
+
+
+def model_input_size(model_cfg: ClsModelConfig, img_size: int | None = None) -> tuple[int, int]:
+    """The training resolution: ``img_size`` if given, else the model's default input size."""
+    if img_size:
+        return (img_size, img_size)
+    from botnet.models import get_model_config
+
+    size = model_cfg.options.get("input_size") or get_model_config(model_cfg.name).input_size
+    return (int(size[0]), int(size[1]))
+
+
+def build_classifier(model_cfg: ClsModelConfig, num_classes: int, img_size: tuple[int, int]) -> nn.Module:
+    from botnet.models import create_model
+
+    options = {k: v for k, v in model_cfg.options.items() if k != "input_size"}
+    model = create_model(model_cfg.name, num_classes=num_classes, img_size=img_size, drop_rate=model_cfg.drop_rate,
+                         drop_path_rate=model_cfg.drop_path_rate, **options)
+    if model_cfg.init_weights:
+        from botnet.weights import load_backbone_weights
+
+        # a checkpoint's own classifier only fits when the classes are the same
+        load_backbone_weights(model, model_cfg.init_weights, include_classifier=True)
+    return model
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) -> list[torch.Tensor]:
+    """How many rows have their label among the ``k`` highest logits, for each ``k``."""
+    top = logits.topk(max(ks), dim=1).indices
+    hits = top == labels[:, None]
+    return [hits[:, :k].any(dim=1).sum() for k in ks]
+
+
+class ClassificationTask(Task):
+    name = "cls"
+    main_metric = "top1"
+
+    def __init__(self, cfg: ClassificationConfig, class_names: Sequence[str] | None = None):
+        self.cfg = cfg
+        self.class_names: list[str] | None = list(class_names) if class_names is not None else None
+        self.img_size = model_input_size(cfg.model, cfg.data.img_size)
+        self.skipped: dict[str, str] = {}
+
+    # -- data ------------------------------------------------------------------------------
+
+    def build_datasets(self):
+        data = self.cfg.data
+        if not data.root:
+            raise UserError("no data folder given (data.root / --data)")
+        classes, samples = scan_image_folder(data.root)
+        if len(classes) < 2:
+            raise DataError(f"{data.root}: a classifier needs at least two class folders, found {classes}")
+        self.class_names = classes
+        train = ImageFolderDataset(samples["train"], classes, train_transform(self.img_size, data))
+        val = ImageFolderDataset(samples["val"], classes, self.eval_transform())
+        return train, val
+
+    def eval_transform(self):
+        d = self.cfg.data
+        return eval_transform(self.img_size, d.crop_pct, d.mean, d.std)
+
+    def eval_dataset(self, split_dir: str | Path) -> ImageFolderDataset:
+        """A split scored against the classes the weights were trained on (the folder may hold a
+        subset of them, never a class the weights do not know)."""
+        assert self.class_names is not None
+        classes, samples = scan_split(split_dir)
+        unknown = sorted(set(classes) - set(self.class_names))
+        if unknown:
+            raise DataError(f"{split_dir}: class folders unknown to the weights", [f"not trained on: {c}" for c in unknown])
+        remap = [self.class_names.index(c) for c in classes]
+        return ImageFolderDataset([(p, remap[i]) for p, i in samples], self.class_names, self.eval_transform())
+
+    def collate_fn(self, train: bool):
+        return collate_skipping
+
+    def batch_size(self, batch) -> int:
+        return len(batch[1])
+
+    def _images(self, batch, device: torch.device):
+        images, labels, bad = batch
+        for item in bad:
+            self._unreadable(item)
+        if images is None:
+            return None, None
+        images = images.to(device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(device, non_blocking=True)
+
+    def _unreadable(self, item: Unreadable) -> None:
+        if self.cfg.data.strict:
+            raise DataError(f"{item.path}: unreadable image ({item.reason}); stopped because of --strict")
+        if item.path not in self.skipped:
+            self.skipped[item.path] = item.reason
+            warnings.warn(f"{item.path}: unreadable image skipped ({item.reason})", stacklevel=2)
+
+    # -- model, loss, metrics --------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        if not self.class_names:
+            raise UserError("the class names are unknown: build the datasets (or load weights) first")
+        return build_classifier(self.cfg.model, len(self.class_names), self.img_size)
+
+    def training_step(self, model, batch, device):
+        images, labels = self._images(batch, device)
+        if images is None:
+            # every image of the batch was unreadable: a zero loss through a real forward pass
+            # (on two blank images) keeps every rank's gradient all-reduce in step
+            blank = torch.zeros(2, 3, *self.img_size, device=device)
+            return {"loss": model(blank).float().sum() * 0.0}
+        logits = model(images)
+        return {"loss": F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.loss.label_smoothing)}
+
+    def evaluate(self, model, batches: Iterable[Any], device) -> dict[str, float]:
+        """top1 / top5 in percent, and the plain cross-entropy (no smoothing)."""
+        k5 = min(5, len(self.class_names or [])) or 1
+        stats = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss sum, count
+        for batch in batches:
+            images, labels = self._images(batch, device)
+            if images is None:
+                continue
+            logits = model(images).float()
+            top1, top5 = topk_correct(logits, labels, (1, k5))
+            loss = F.cross_entropy(logits, labels, reduction="sum")
+            stats += torch.stack([top1.double(), top5.double(), loss.double(), torch.tensor(len(labels), dtype=torch.float64, device=device)])
+        du.all_reduce_sum(stats)
+        n = max(stats[3].item(), 1.0)
+        return {"top1": 100.0 * stats[0].item() / n, "top5": 100.0 * stats[1].item() / n,
+                "loss": stats[2].item() / n, "num_images": int(stats[3].item())}
+
+    def summary(self) -> dict[str, Any]:
+        skipped = set()
+        for part in du.all_gather_objects(sorted(self.skipped)):
+            skipped.update(part)
+        return {"skipped_images": len(skipped)}
+
+    def metadata(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"task": "cls", "class_names": list(self.class_names or []), "img_size": list(self.img_size),
+                "crop_pct": d.crop_pct, "mean": list(d.mean), "std": list(d.std)}

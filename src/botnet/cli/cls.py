@@ -1,0 +1,95 @@
+"""``botnet train cls`` / ``botnet eval cls`` / ``botnet predict cls``."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(cli) -> None:
+    p = cli.task_command("train", "cls", help="train an image classifier on an ImageFolder dataset",
+                         epilog="Under torchrun every process runs this same command: "
+                                "torchrun --nproc_per_node 8 -m botnet train cls ...")
+    p.add_argument("--data", help="folder with train/<class>/* and val/<class>/*")
+    p.add_argument("--model", help="registered model name (botnet models lists them)")
+    p.add_argument("--out", help="run folder (default: the --resume run's folder)")
+    p.add_argument("--config", help="recipe YAML: a path or a shipped name such as cls_tiny_cpu")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="images per process and step")
+    p.add_argument("--img-size", type=int, help="resolution (default: the model's)")
+    p.add_argument("--workers", type=int, help="data-loading processes per training process")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--resume", metavar="PATH", help="continue a run: its folder or a checkpoint file")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set optim.lr=0.1 (repeatable)")
+    p.set_defaults(func=_train)
+
+    p = cli.task_command("eval", "cls", help="top-1 / top-5 accuracy and loss of classifier weights")
+    p.add_argument("--data", required=True, help="dataset folder (its val/ split is used) or a split folder")
+    p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
+    p.add_argument("--out", help="folder for metrics.json")
+    p.add_argument("--split", default="val")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--img-size", type=int, help="resolution (default: the one trained at)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--amp", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.set_defaults(func=_eval)
+
+    p = cli.task_command("predict", "cls", help="top-5 classes of images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from botnet.classification.api import resolve_train_config, train_classifier
+    from botnet.errors import UserError
+
+    flags = {
+        "data.root": args.data, "model.name": args.model, "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size, "data.img_size": args.img_size, "train.workers": args.workers,
+        "train.device": args.device, "data.strict": True if args.strict else None,
+    }
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    out = args.out
+    if out is None:
+        if args.resume is None:
+            raise UserError("--out is required (or --resume RUN_FOLDER to continue a run in place)")
+        from botnet.engine.checkpoint import resolve_resume, run_dir_of
+
+        out = run_dir_of(resolve_resume(args.resume))
+    cfg = resolve_train_config(args.config, overrides, resume=args.resume)
+    if not cfg.data.root:
+        raise UserError("--data is required (a folder with train/<class>/* and val/<class>/*)")
+    summary = train_classifier(cfg, out, resume=args.resume)
+    best = summary.get("best_val_top1")
+    if best is not None and os.environ.get("RANK", "0") == "0":  # one line per run under torchrun
+        print(f"best top-1 {best:.2f}% at step {summary['best_step']}; run folder: {out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from botnet.classification.api import evaluate_classifier
+
+    m = evaluate_classifier(args.data, args.weights, args.out, split=args.split, batch_size=args.batch_size,
+                            img_size=args.img_size, workers=args.workers, device=args.device, amp=args.amp,
+                            strict=args.strict)
+    print(f"top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  loss {m['loss']:.4f}  "
+          f"({m['num_images']} images, {m['skipped_images']} skipped)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from botnet.classification.api import predict
+
+    results = predict(args.images, args.weights, topk=args.topk, img_size=args.img_size, device=args.device)
+    for path, top in zip(args.images, results):
+        print(path)
+        for name, prob in top:
+            print(f"  {prob:7.4f}  {name}")
+    return 0

@@ -1,0 +1,67 @@
+"""Evaluation entry shared by the trainer and the ``botnet eval`` commands."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from botnet.engine import distributed as du
+from botnet.engine.loader import eval_loader
+from botnet.engine.task import Task
+from botnet.errors import UserError
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16 autocast on CPU or CUDA, fp16 on CUDA, or nothing for fp32."""
+    if amp not in AMP_DTYPES:
+        raise UserError(f"amp.dtype={amp!r}: expected one of {', '.join(AMP_DTYPES)}")
+    dtype = AMP_DTYPES[amp]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype is torch.float16 and device.type != "cuda":
+        raise UserError("amp.dtype=fp16 needs a CUDA device; use bf16 on CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    task: Task,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: str = "bf16",
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Run ``task.evaluate`` over ``dataset`` and return its flat metrics.
+
+    Under torch.distributed each rank reads its shard and the task reduces across ranks; every
+    rank returns the same dict. ``model`` is put in eval mode (and moved to ``device``).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    task.channels_last = channels_last
+    loader = eval_loader(
+        dataset,
+        batch_size,
+        rank=du.rank(),
+        world_size=du.world_size(),
+        workers=workers,
+        collate_fn=task.collate_fn(train=False),
+        pin_memory=device.type == "cuda",
+    )
+    try:
+        with autocast(device, amp):
+            return task.evaluate(model, loader, device)
+    finally:
+        model.train(was_training)

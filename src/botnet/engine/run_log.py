@@ -1,0 +1,166 @@
+"""What a run writes about itself: ``metrics.csv``, ``metrics.json``, TensorBoard events,
+``curves.png`` and the console progress. Only the main rank creates one of these; the others get
+a :class:`NullRunLog`.
+
+``metrics.csv`` has one row per logged training step (``kind=train``: step, epoch, loss, lr,
+throughput and the task's other loss terms) and one per evaluation (``kind=eval``: the task's
+metrics prefixed ``val_``). The file is rewritten atomically on each flush, so a column that first
+appears later (the first evaluation) is added to every row.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from botnet.io import atomic_path, write_json, write_text
+
+BASE_COLUMNS = ["kind", "step", "epoch", "loss", "lr", "throughput"]
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.csv with numbers parsed (empty cells dropped)."""
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if v in ("", None):
+                    continue
+                try:
+                    row[k] = int(v) if k == "step" else float(v)
+                except ValueError:
+                    row[k] = v
+            rows.append(row)
+    return rows
+
+
+class RunLog:
+    def __init__(self, run_dir: str | Path, total_steps: int, start_step: int = 0, *, tensorboard: bool = True,
+                 plot: bool = True, progress: str = "auto", prior_csv: str | Path | None = None):
+        self.run_dir = Path(run_dir)
+        self.csv_path = self.run_dir / "metrics.csv"
+        self.plot = plot
+        self.rows: list[dict[str, Any]] = []
+        prior = Path(prior_csv) if prior_csv is not None else self.csv_path
+        if start_step > 0 and prior.exists():
+            # a resumed run continues the log (also into a new folder); rows past the checkpoint
+            # belong to the abandoned tail of the interrupted run
+            self.rows = [r for r in read_metrics_csv(prior) if r.get("step", 0) <= start_step]
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        self.interactive = progress == "always" or (progress == "auto" and sys.stderr.isatty())
+        self.bar = None
+        if self.interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    # -- per step ------------------------------------------------------------------------------
+
+    def step(self, n: int = 1, **postfix: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def log_train(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        row = {"kind": "train", "step": step, "epoch": round(epoch, 4), **values}
+        self.rows.append(row)
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(f"train/{k}", v, step)
+
+    def log_eval(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        row = {"kind": "eval", "step": step, "epoch": round(epoch, 4), **{f"val_{k}": v for k, v in metrics.items()}}
+        self.rows.append(row)
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"val/{k}", v, step)
+        self.message(f"step {step} (epoch {epoch:.2f}) eval: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        columns = list(BASE_COLUMNS)
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.csv_path, buf.getvalue())
+        if self.tb is not None:
+            self.tb.flush()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.flush()
+        write_json(self.run_dir / "metrics.json", summary)
+        if self.plot:
+            plot_curves(self.rows, self.run_dir / "curves.png")
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+class NullRunLog:
+    """Non-main ranks: the same calls, nothing written or shown."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Loss (training, and validation when the task reports one), learning rate, and the other
+    validation metrics against the step. Counts (``val_num_*``) are not drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in rows if r.get("kind") == "train"]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    val_keys = sorted({k for r in evals for k in r if k.startswith("val_") and not k.startswith("val_num_")})
+
+    def series(rs, key):
+        pts = [(r["step"], r[key]) for r in rs if isinstance(r.get(key), float) and math.isfinite(r[key])]
+        return list(zip(*pts)) if pts else None
+
+    fig, (ax_loss, ax_lr, ax_val) = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, rs, key, label, style in (
+        (ax_loss, train, "loss", "train", "-"),
+        (ax_lr, train, "lr", None, "-"),
+        *((ax_loss, evals, k, f"val {k[4:]}", "o-") if "loss" in k else (ax_val, evals, k, k[4:], "o-")
+          for k in val_keys),
+    ):
+        xy = series(rs, key)
+        if xy:
+            ax.plot(*xy, style, label=label)
+    for ax, title in ((ax_loss, "loss"), (ax_lr, "learning rate"), (ax_val, "validation")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0] and ax is not ax_lr:
+            ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,343 @@
+"""The training loop shared by every task.
+
+``train(task, cfg, out_dir)`` runs unchanged in one process or under ``torchrun`` (one process per
+device). Per optimizer step it runs ``accum_steps`` micro-batches through ``task.training_step``
+under autocast, checks the loss is finite on every rank, clips, steps the optimizer and the
+schedule, updates the EMA copy, logs, and evaluates / checkpoints on schedule. Only rank 0 writes
+files; every rank takes part in the collectives (loss reduction, evaluation, RNG gathering).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from botnet.engine import checkpoint as ckpt
+from botnet.engine import distributed as du
+from botnet.engine.config import TrainConfig, save_config, to_dict
+from botnet.engine.ema import ModelEma
+from botnet.engine.evaluate import autocast, evaluate
+from botnet.engine.loader import train_loader
+from botnet.engine.optim import build_optimizer, build_scheduler
+from botnet.engine.run_log import NullRunLog, RunLog
+from botnet.engine.task import Task
+from botnet.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite; usually a learning rate too high for the batch size, or
+    bad data. Training stops before the bad step reaches the weights; earlier checkpoints stay."""
+
+
+def train(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train ``task`` with ``cfg`` into ``out_dir``; continue from ``resume`` (a checkpoint file or
+    a run folder) if given. Returns the final summary (also written to ``metrics.json``)."""
+    device = du.select_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
+    info = du.setup(cfg.dist.backend, device)
+    try:
+        return Trainer(task, cfg, Path(out_dir), resume, info, device).run()
+    finally:
+        du.teardown(info)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, resume, info: du.DistInfo, device: torch.device):
+        self.task, self.cfg, self.out_dir, self.info, self.device = task, cfg, out_dir, info, device
+        tc = cfg.train
+        if tc.accum_steps < 1 or tc.batch_size < 1 or tc.epochs < 1:
+            raise UserError("train.epochs, train.batch_size and train.accum_steps must be at least 1")
+        autocast(device, cfg.amp.dtype)  # validates the precision before any work
+        self.resume_from = ckpt.resolve_resume(resume) if resume is not None else None
+        if self.resume_from is None and ckpt.list_step_checkpoints(out_dir):
+            raise UserError(f"{out_dir} already holds a run (checkpoints/); continue it with --resume {out_dir} or choose another output folder")
+
+        # the data is validated first, so user errors surface before any model is built
+        self.train_set, self.val_set = task.build_datasets()
+        task.channels_last = tc.channels_last
+        _seed_all(tc.seed)  # identical initial weights on every rank
+        model = task.build_model()
+        if cfg.dist.sync_bn and info.enabled:
+            if device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                warnings.warn("dist.sync_bn is CUDA-only in PyTorch; BatchNorm stays per process on CPU")
+        model.to(device)
+        if tc.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ema = ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None
+        self.ddp = model
+        if info.enabled:
+            self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if tc.channels_last:
+                # 1x1 conv weights in channels_last have strides that differ from their (equally
+                # laid out) gradients only in size-1 dims; DDP warns about it on every step
+                warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        self.loader = train_loader(
+            self.train_set, tc.batch_size, rank=info.rank, world_size=info.world_size, seed=tc.seed,
+            workers=tc.workers, collate_fn=task.collate_fn(train=True), pin_memory=device.type == "cuda",
+        )
+        self.steps_per_epoch = len(self.loader) // tc.accum_steps
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"the training set has {len(self.train_set)} images: fewer than one optimizer step "
+                f"({tc.batch_size} x {tc.accum_steps} accumulation x {info.world_size} processes)"
+            )
+        self.total_steps = tc.epochs * self.steps_per_epoch
+        self.global_batch = tc.batch_size * tc.accum_steps * info.world_size
+        self.optimizer = build_optimizer(model, cfg.optim, self.global_batch)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.total_steps, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp.dtype == "fp16")
+        self.step = 0
+        self.best = {"metric": task.main_metric, "value": -math.inf, "step": -1}
+        self.window = {"steps": 0, "images": 0, "seconds": 0.0, "sums": {}}
+        self.last_eval_step = self.last_ckpt_step = -1
+        self.last_checkpoint: Path | None = None
+        self.last_train_row: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+        rng = None
+        if self.resume_from is not None:
+            rng = self._load(self.resume_from)
+        _seed_all(tc.seed + info.rank)  # per-rank dropout / drop-path masks
+        if rng is not None:
+            ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
+
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out_dir / "config.yaml")
+            prior = ckpt.run_dir_of(self.resume_from) / "metrics.csv" if self.resume_from else None
+            self.log = RunLog(out_dir, self.total_steps, self.step, tensorboard=cfg.log.tensorboard,
+                              plot=cfg.log.plot, progress=cfg.log.progress, prior_csv=prior)
+        else:
+            self.log = NullRunLog()
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "world_size": self.info.world_size,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": dict(self.best),
+            "window": {**self.window, "sums": dict(self.window["sums"])},
+            "config": to_dict(self.cfg),
+            "metadata": self.task.metadata(),
+        }
+
+    def save_checkpoint(self, best: bool = False) -> None:
+        rng = du.all_gather_objects(ckpt.rng_state())  # collective: every rank calls this
+        if self.info.is_main:
+            state = {**self._state(), "rng": rng}
+            if best:
+                ckpt.save_checkpoint(state, ckpt.best_path(self.out_dir))
+            else:
+                self.last_checkpoint = ckpt.save_checkpoint(state, ckpt.step_path(self.out_dir, self.step))
+                ckpt.prune(self.out_dir, self.cfg.checkpoint.keep_last)
+        if not best:
+            self.last_ckpt_step = self.step
+        du.barrier()
+
+    def _load(self, path: Path) -> list:
+        # on the CPU: RNG states must stay CPU tensors; weights and optimizer state are copied
+        # to the model's device by load_state_dict
+        state = ckpt.load_checkpoint(path, map_location="cpu")
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                if state.get("ema") is not None:
+                    self.ema.load_state_dict(state["ema"])
+                else:  # EMA switched on for the rest of the run: start it from the weights
+                    self.ema.module.load_state_dict(self.model.state_dict())
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"{path}: this checkpoint does not match the configured model/optimizer ({e})") from None
+        self.step = int(state["step"])
+        self.best = dict(state["best"])
+        self.window = state["window"]
+        self.last_eval_step = self.last_ckpt_step = self.step
+        if state["steps_per_epoch"] != self.steps_per_epoch:
+            warnings.warn(f"{path}: saved with {state['steps_per_epoch']} steps per epoch, now "
+                          f"{self.steps_per_epoch}; the data order of the resumed run differs")
+        return state["rng"]
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None and self.cfg.eval.use_ema else self.model
+
+    def run_eval(self) -> dict[str, float]:
+        tc = self.cfg.train
+        metrics = evaluate(
+            self.task, self.eval_model(), self.val_set, batch_size=self.cfg.eval.batch_size or tc.batch_size,
+            workers=tc.workers, device=self.device, amp=self.cfg.amp.dtype, channels_last=tc.channels_last,
+        )
+        self.last_eval_step = self.step
+        self.last_metrics = metrics
+        self.log.log_eval(self.step, self.step / self.steps_per_epoch, metrics)
+        value = metrics.get(self.task.main_metric)
+        if value is not None and value > self.best["value"]:
+            self.best = {"metric": self.task.main_metric, "value": float(value), "step": self.step}
+            if self.cfg.checkpoint.keep_best:
+                self.save_checkpoint(best=True)
+                if self.info.is_main:
+                    export_weights(self.eval_model(), self.out_dir / "best.safetensors", self.task.metadata())
+        self.log.flush()
+        return metrics
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def train_step(self, batches) -> dict[str, float]:
+        """One optimizer step over ``accum_steps`` micro-batches; returns the rank-averaged losses."""
+        accum, model = self.cfg.train.accum_steps, self.ddp
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, torch.Tensor] = {}
+        images = 0
+        for i in range(accum):
+            batch = next(batches)
+            images += self.task.batch_size(batch)
+            last = i == accum - 1
+            # gradients are all-reduced once per optimizer step, on the last micro-batch
+            sync = model.no_sync() if self.info.enabled and not last else contextlib.nullcontext()
+            with sync:
+                with autocast(self.device, self.cfg.amp.dtype):
+                    losses = self.task.training_step(model, batch, self.device)
+                self.scaler.scale(losses["loss"].float() / accum).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / accum
+        keys = sorted(sums)
+        reduced = du.all_reduce_mean(torch.stack([sums[k] for k in keys]).to(self.device)).tolist()
+        values = dict(zip(keys, reduced))
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(
+                f"the loss is {values['loss']} at step {self.step + 1} (epoch {self.step // self.steps_per_epoch + 1}); "
+                f"training stopped before this step changed the weights. Last good checkpoint: "
+                f"{self.last_checkpoint or 'none written yet'}"
+            )
+        if self.cfg.train.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used, for the log
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        if self.ema is not None and self.step % self.cfg.ema.every_steps == 0:
+            self.ema.update(self.model)
+        return {"_images": images * self.info.world_size, "_lr": lr, **values}
+
+    def _log_step(self, values: dict[str, float], seconds: float) -> None:
+        w = self.window
+        w["steps"] += 1
+        w["images"] += values.pop("_images")
+        lr = values.pop("_lr")
+        w["seconds"] += seconds
+        for k, v in values.items():
+            w["sums"][k] = w["sums"].get(k, 0.0) + v
+        rate = w["images"] / max(w["seconds"], 1e-9)
+        self.log.step(1, loss=values["loss"], img_s=rate)
+        if self.step % self.cfg.log.every_steps == 0 or self.step == self.total_steps:
+            mean = {k: s / w["steps"] for k, s in w["sums"].items()}
+            row = {"loss": mean.pop("loss"), "lr": lr, "throughput": rate, **mean}
+            self.log.log_train(self.step, self.step / self.steps_per_epoch, row)
+            self.last_train_row = row
+            self.window = {"steps": 0, "images": 0, "seconds": 0.0, "sums": {}}
+
+    def run(self) -> dict[str, Any]:
+        tc, spe = self.cfg.train, self.steps_per_epoch
+        self.log.message(
+            f"training {self.task.name}: {self.total_steps} steps ({tc.epochs} epochs x {spe}), global batch "
+            f"{self.global_batch}, lr {self.optimizer.param_groups[0]['initial_lr']:.4g}, {self.info.world_size} process(es) on "
+            f"{self.device.type}" + (f", resumed at step {self.step}" if self.step else "")
+        )
+        self.ddp.train()
+        stop_at = min(self.total_steps, tc.stop_after_steps or self.total_steps)
+        started = time.perf_counter()
+        try:
+            while self.step < stop_at:
+                epoch, done = divmod(self.step, spe)
+                self.loader.sampler.set_epoch(epoch, skip=done * tc.accum_steps * tc.batch_size)
+                batches = iter(self.loader)
+                for _ in range(spe - done):
+                    t0 = time.perf_counter()
+                    values = self.train_step(batches)
+                    self._log_step(values, time.perf_counter() - t0)
+                    self._after_step(epoch_end=self.step % spe == 0)
+                    if self.step >= stop_at:
+                        break
+                del batches
+        except BaseException:
+            self.log.flush()  # every good step stays in metrics.csv
+            self.log.close()
+            raise
+        if self.val_set is not None and self.last_eval_step != self.step and self.step == self.total_steps:
+            self.run_eval()
+        if self.last_ckpt_step != self.step:
+            self.log.flush()
+            self.save_checkpoint()
+        return self.finish(time.perf_counter() - started)
+
+    def _after_step(self, epoch_end: bool) -> None:
+        ec, cc, step = self.cfg.eval, self.cfg.checkpoint, self.step
+        epoch = step // self.steps_per_epoch
+        if self.val_set is not None and step < self.total_steps and (
+            (ec.every_steps and step % ec.every_steps == 0)
+            or (epoch_end and ec.every_epochs and epoch % ec.every_epochs == 0)
+        ):
+            self.run_eval()
+        if step < self.total_steps and ((cc.every_steps and step % cc.every_steps == 0) or (not cc.every_steps and epoch_end)):
+            self.log.flush()  # first, so the log on disk always reaches the newest checkpoint
+            self.save_checkpoint()
+
+    def finish(self, seconds: float) -> dict[str, Any]:
+        extra = self.task.summary()  # collective under torch.distributed
+        summary: dict[str, Any] = {
+            "finished": self.step == self.total_steps,
+            "step": self.step,
+            "epoch": round(self.step / self.steps_per_epoch, 4),
+            "train_seconds": round(seconds, 2),
+        }
+        if self.last_train_row:
+            row = self.last_train_row
+            summary.update(train_loss=row["loss"], lr=row["lr"], images_per_s=round(row["throughput"], 2))
+        summary.update({f"val_{k}": v for k, v in self.last_metrics.items()})
+        if self.best["step"] >= 0:
+            summary[f"best_val_{self.best['metric']}"] = self.best["value"]
+            summary["best_step"] = self.best["step"]
+        summary.update(extra)
+        if self.info.is_main:
+            export_weights(self.eval_model(), self.out_dir / "model.safetensors", self.task.metadata())
+            self.log.finish(summary)
+        du.barrier()
+        return summary
+
+
+def export_weights(model: nn.Module, path: Path, metadata: dict[str, Any]) -> Path:
+    """Inference weights (safetensors + metadata, written atomically) for ``botnet eval`` /
+    ``predict``."""
+    from botnet.weights import save_weights
+
+    return save_weights(model, path, metadata)

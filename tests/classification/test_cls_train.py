@@ -1,0 +1,76 @@
+"""Classification end to end through the command line, on generated colour-blob folders."""
+import json
+
+import pytest
+
+from botnet.classification.config import ClassificationConfig
+from botnet.classification.task import ClassificationTask
+from botnet.cli import main
+from botnet.engine.config import load_config
+from botnet.weights import read_metadata
+
+FAST = ["--model", "botnet_s1_tiny", "--img-size", "32", "--workers", "0", "--batch-size", "16",
+        "--set", "log.tensorboard=false", "--set", "log.progress=never"]
+
+
+def test_learns_then_evaluates_and_predicts(colour_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "cls", "--data", str(colour_folder), "--out", str(run), "--config", "cls_tiny_cpu",
+                 "--epochs", "5", *FAST])
+    assert code == 0
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["finished"] and summary["skipped_images"] == 0
+    assert summary["best_val_top1"] >= 75.0  # 4 classes: chance is 25%
+    meta = read_metadata(run / "best.safetensors")
+    assert meta["class_names"] == ["blue", "green", "red", "yellow"] and meta["img_size"] == [32, 32]
+
+    capsys.readouterr()
+    assert main(["eval", "cls", "--data", str(colour_folder), "--weights", str(run / "best.safetensors"),
+                 "--out", str(tmp_path / "eval"), "--workers", "0"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"top1", "top5", "loss"} <= set(metrics) and metrics["num_images"] == 24
+    assert metrics["top1"] == pytest.approx(summary["best_val_top1"], abs=1e-6)
+    assert metrics["top5"] == 100.0  # 4 classes: all are in the top 5
+
+    capsys.readouterr()
+    images = [colour_folder / "val" / c / "0000.png" for c in ("blue", "red")]
+    assert main(["predict", "cls", *map(str, images), "--weights", str(run / "best.safetensors")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(images[0]) and len(lines) == 2 * (1 + 4)
+    probs = [float(l.split()[0]) for l in lines[1:5]]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-3)
+    assert lines[1].split()[1] == "blue" and lines[6].split()[1] == "red"
+
+
+def test_unreadable_image_is_skipped_with_a_warning_and_counted(colour_copy, tmp_path, capsys):
+    bad = colour_copy / "train" / "green" / "0005.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="0005.png: unreadable image skipped"):
+        code = main(["train", "cls", "--data", str(colour_copy), "--out", str(run), "--epochs", "1", *FAST])
+    assert code == 0
+    assert json.loads((run / "metrics.json").read_text())["skipped_images"] == 1
+
+    capsys.readouterr()
+    code = main(["train", "cls", "--data", str(colour_copy), "--out", str(tmp_path / "strict"), "--epochs", "1",
+                 "--strict", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and "Traceback" not in err
+
+
+def test_cli_resume_continues_the_run_in_place(colour_folder, tmp_path):
+    run = tmp_path / "run"
+    args = ["--data", str(colour_folder), "--epochs", "2", *FAST, "--set", "train.stop_after_steps=3"]
+    assert main(["train", "cls", "--out", str(run), *args]) == 0
+    assert not json.loads((run / "metrics.json").read_text())["finished"]
+    assert main(["train", "cls", "--resume", str(run), "--set", "train.stop_after_steps=null"]) == 0
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["finished"] and summary["step"] == 8
+    assert load_config(ClassificationConfig, run / "config.yaml").train.stop_after_steps is None
+
+
+def test_resolution_defaults_to_the_model_and_follows_img_size():
+    cfg = load_config(ClassificationConfig, overrides=["model.name=botnet_s1_tiny"])
+    assert ClassificationTask(cfg).img_size == (128, 128)  # the preset's default input
+    cfg = load_config(ClassificationConfig, overrides=["model.name=botnet_s1_tiny", "data.img_size=48"])
+    assert ClassificationTask(cfg).img_size == (48, 48)

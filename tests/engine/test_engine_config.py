@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from botnet.classification.config import ClassificationConfig
+from botnet.engine.config import TrainConfig, load_config, parse_override, save_config, to_dict
+from botnet.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "botnet" / "configs"
+
+
+def test_layers_defaults_recipe_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim: {lr: 0.5, name: adamw}\nschedule: {milestones: [8, 11]}\n")
+    cfg = load_config(TrainConfig, recipe, ["optim.lr=0.1", "train.clip_grad_norm=1", "schedule.name=step"])
+    assert cfg.optim.lr == 0.1 and cfg.optim.name == "adamw"  # override beats recipe
+    assert cfg.schedule.milestones == [8.0, 11.0] and cfg.schedule.name == "step"
+    assert cfg.train.clip_grad_norm == 1.0 and isinstance(cfg.train.clip_grad_norm, float)
+    assert cfg.optim.momentum == TrainConfig().optim.momentum  # untouched default
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = load_config(ClassificationConfig, overrides=["data.scale=[0.3, 1.0]", "model.options={act: silu}"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(ClassificationConfig, tmp_path / "config.yaml")
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=0.1", "optim.lrr"),
+    ("optim.lr=fast", "optim.lr"),
+    ("nosection.x=1", "nosection"),
+    ("optim.lr", "KEY=VALUE"),
+    ("train.epochs=2.5", "train.epochs"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(UserError, match=message.replace(".", r"\.")):
+        load_config(TrainConfig, overrides=[override])
+
+
+def test_unknown_key_in_recipe_names_file_and_key(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("schedule: {warmup: 3}\n")
+    with pytest.raises(UserError, match=r"bad\.yaml.*schedule\.warmup"):
+        load_config(TrainConfig, recipe)
+
+
+def test_override_values_are_yaml():
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=null") == (["a"], None)
+    assert parse_override("a=true") == (["a"], True)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("cls_*.yaml")))
+def test_shipped_classification_recipes_load(recipe):
+    cfg = load_config(ClassificationConfig, recipe.removesuffix(".yaml"))  # by shipped name
+    assert cfg.train.epochs >= 1 and cfg.model.name
+
+
+def test_paper_recipes_match_the_spec():
+    t = load_config(ClassificationConfig, "cls_s1_t_350ep")
+    assert t.train.epochs == 350 and t.schedule.name == "cosine" and t.ema.enabled
+    assert t.data.randaugment.layers > 0 and t.loss.label_smoothing > 0
+    assert t.model.drop_rate > 0 and t.model.drop_path_rate > 0 and t.optim.weight_decay < 1e-4
+    std100 = load_config(ClassificationConfig, "cls_standard_100ep")
+    std200 = load_config(ClassificationConfig, "cls_standard_200ep")
+    assert (std100.train.epochs, std200.train.epochs) == (100, 200)
+    assert std100.data.randaugment.layers == 0 and std100.loss.label_smoothing == 0
+    assert std200.data.randaugment.layers > 0 and std200.loss.label_smoothing > 0
