@@ -1,0 +1,1 @@
+"""Datasets: image folders (classification), COCO instances (detection), generated data."""
