@@ -1,7 +1,7 @@
 """botnet: Bottleneck Transformers for visual recognition."""
+from botnet.api import Predictor, load  # noqa: F401
+from botnet.models import create_model, list_models  # noqa: F401
+from botnet.weights import load_weights, save_weights  # noqa: F401
+
 __version__ = "0.1.0"
-try:
-    from botnet.models import create_model, list_models  # noqa: F401
-    from botnet.weights import load_weights, save_weights  # noqa: F401
-except ImportError:  # the model side is still being assembled
-    pass
+__all__ = ["create_model", "list_models", "load", "Predictor", "load_weights", "save_weights"]

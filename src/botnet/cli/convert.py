@@ -1,0 +1,59 @@
+"""``botnet convert``: a torchvision / timm checkpoint to our safetensors weights format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from botnet.convert import SOURCES, convert_weights
+from botnet.errors import UserError
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``key=value`` with a YAML-typed value (``bot_shortcut_act=false``, ``layers=[2,2,2,2]``)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"--option takes key=value, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise UserError(f"--option {text!r}: unreadable value ({e})") from None
+
+
+def register(cli) -> None:
+    p = cli.command("convert", "convert torchvision / timm weights to botnet safetensors")
+    p.add_argument("src", metavar="CHECKPOINT", help="a .pth / .pt / .safetensors state dict")
+    p.add_argument("--model", required=True, metavar="NAME", help="registered model to fill (botnet models lists them)")
+    p.add_argument("--out", required=True, metavar="FILE", help="safetensors file to write")
+    p.add_argument("--from", dest="source", choices=SOURCES, default="auto",
+                   help="checkpoint layout: resnet (torchvision / timm ResNets), timm-byobnet (timm botnet26t...), "
+                        "or auto (default)")
+    p.add_argument("--num-classes", type=int, metavar="N", help="classifier size (default: the checkpoint's)")
+    p.add_argument("--classes", metavar="FILE", help="text file of class names, one per line "
+                   "(default: the ImageNet names for 1000 classes)")
+    p.add_argument("--img-size", type=int, nargs="+", metavar="S", help="input size H [W] (sizes the attention tables)")
+    p.add_argument("--option", action="append", default=[], type=_option, metavar="KEY=VALUE",
+                   help="model config field, repeatable (e.g. bot_shortcut_act=false for timm byobnets)")
+    p.add_argument("--scale-pos-embed", action="store_true",
+                   help="timm BottleneckAttn was built with scale_pos_embed=True (tables copied unscaled)")
+    p.add_argument("--strict", action="store_true", help="fail unless every tensor of the model is in the checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    class_names = None
+    if args.classes:
+        path = Path(args.classes)
+        if not path.is_file():
+            raise UserError(f"{path}: no such class names file")
+        class_names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    size = args.img_size
+    if size is not None and len(size) not in (1, 2):
+        raise UserError(f"--img-size takes H or H W, got {size}")
+    report = convert_weights(
+        args.src, args.out, args.model, source=args.source, num_classes=args.num_classes,
+        class_names=class_names, img_size=None if size is None else tuple(size) * (3 - len(size)),
+        scale_pos_embed=args.scale_pos_embed, strict=args.strict, **dict(args.option),
+    )
+    print(f"wrote {args.out}: {report.summary()}")
+    return 0

@@ -1,0 +1,44 @@
+"""``botnet export``: a classifier, a backbone or a detector to ONNX or torch.export."""
+from __future__ import annotations
+
+import sys
+
+from botnet.export import FORMATS, ExportCheckError, export_model
+
+
+def register(cli) -> None:
+    p = cli.command("export", "export a model to ONNX or torch.export (.pt2) for deployment")
+    p.add_argument("source", metavar="MODEL_OR_WEIGHTS",
+                   help="a weights file (.safetensors from training or `botnet convert`) or a registered "
+                        "model name (random weights: to try the deployment path)")
+    p.add_argument("--format", choices=FORMATS, default="onnx",
+                   help="onnx (default) or torch (an ExportedProgram, torch.export.save; name it .pt2)")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+                   help="input height and width of the export (default: the model's input size; "
+                        "detectors: their canvas)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="dynamic batch, height and width (multiples of 32 from 64 to 4096)")
+    p.add_argument("--features", action="store_true",
+                   help="export the backbone's c2..c5 feature maps instead of the classifier")
+    p.add_argument("--model", metavar="NAME",
+                   help="architecture of a weights file that does not describe itself (checked against one that does)")
+    p.add_argument("--num-classes", type=int, metavar="N", help="classifier size for a bare model name (default 1000)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18; detectors 17)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running the exported graph against PyTorch before writing it")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        result = export_model(
+            args.source, args.out, format=args.format, size=args.size, dynamic=args.dynamic,
+            features=args.features, model=args.model, num_classes=args.num_classes, opset=args.opset,
+            check=not args.no_check,
+        )
+    except ExportCheckError as e:
+        print(f"botnet: error: {e}; nothing was written", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0

@@ -1,0 +1,403 @@
+"""Export for deployment: ONNX (run with onnxruntime) and ``torch.export`` (ExportedProgram, .pt2).
+
+What can be exported:
+
+- a classifier: input ``images`` (B, 3, H, W), normalised as in training; output ``logits``;
+- a backbone (``features=True``): the same input; outputs ``c2``..``c5``, the feature maps;
+- a Mask R-CNN / Faster R-CNN (ONNX only): input ``images`` (1, 3, C, C), RGB in [0, 1] on the
+  fixed canvas C (letterbox first: :func:`botnet.api.letterbox`); outputs ``boxes`` (N, 4) in
+  canvas pixels, ``labels`` (N,), ``scores`` (N,) and, with a mask head, ``masks`` (N, 1, C, C)
+  probabilities.
+
+With ``dynamic=True`` the batch, height and width of classifiers and backbones are dynamic axes.
+Heights and widths are multiples of :data:`SIZE_MULTIPLE` from 64 to 4096: every stride-2 layer
+then halves evenly, which is what lets ``torch.export`` prove the network's shape arithmetic for
+the whole range (the attention itself takes any size). Detectors export at a fixed canvas: their
+post-processing (NMS) has data-dependent shapes that ``torch.export`` cannot trace, so they go
+through the TorchScript-based ONNX exporter, which torchvision supports for its detectors.
+
+Every export is checked before the file appears: the written graph runs (onnxruntime, or the
+loaded ExportedProgram) on the export input and, when dynamic, on a second, non-square size and a
+different batch, and its outputs must equal PyTorch's within ``1e-3`` (fp32). A failed check
+raises :class:`ExportCheckError` and leaves nothing behind. The ONNX file carries the model's
+metadata (task, class names, preprocessing) as the JSON metadata property ``botnet``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from botnet.errors import UserError
+from botnet.io import atomic_path
+
+FORMATS = ("onnx", "torch")
+SIZE_MULTIPLE = 32
+MIN_DYNAMIC_SIZE, MAX_DYNAMIC_SIZE = 64, 4096
+MAX_DYNAMIC_BATCH = 1024
+ATOL = RTOL = 1e-3
+DEFAULT_OPSET = 18
+#: the TorchScript-based exporter (detectors) supports opsets up to 17 for torchvision's ops
+DETECTION_OPSET = 17
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph does not reproduce the PyTorch model; nothing was written."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    task: str  # "cls", "features" or "det"
+    input_shape: list[int | str]
+    outputs: list[str]
+    #: (input shape, largest absolute difference to PyTorch) for each checked input
+    checks: list[tuple[tuple[int, ...], float]] = field(default_factory=list)
+    #: exported from a bare model name: the weights are random
+    random_weights: bool = False
+
+    def summary(self) -> str:
+        text = (f"wrote {self.path} ({self.format}, {self.task}): input images {self.input_shape}, "
+                f"outputs {', '.join(self.outputs)}")
+        if self.checks:
+            done = "; ".join(f"{'x'.join(map(str, s))} max |diff| {d:.2e}" for s, d in self.checks)
+            text += f"\nchecked against PyTorch: {done}"
+        if self.random_weights:
+            text += "\nnote: exported from a model name, so the weights are random (pass a weights file to deploy)"
+        return text
+
+
+# -- what to export ------------------------------------------------------------------------------
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+class _Features(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.names = list(model.feature_channels)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.forward_features(images).values())
+
+
+class _Detector(nn.Module):
+    """One canvas-sized image in, flat tensors out (torchvision detectors take and give lists)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.masks = getattr(model.roi_heads, "has_mask", lambda: False)()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model([images[0]])[0]
+        keys = ("boxes", "labels", "scores", "masks") if self.masks else ("boxes", "labels", "scores")
+        return tuple(out[k] for k in keys)
+
+
+def _is_detector(model: nn.Module) -> bool:
+    return hasattr(model, "roi_heads") and hasattr(model, "rpn")
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.lower().endswith(WEIGHTS_SUFFIXES) or "/" in text or os.sep in text
+
+
+def resolve_model(source: Any, *, model: str | None = None, num_classes: int | None = None,
+                  img_size: Sequence[int] | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
+    """``(model, task, metadata)`` for a :class:`~botnet.api.Predictor`, a module, a weights file
+    or a registered model name (random weights: for checking a deployment path, not for use)."""
+    from botnet.api import Predictor, load
+
+    if isinstance(source, Predictor):
+        meta = dict(source.metadata)
+        if source.task == "cls":
+            meta.setdefault("img_size", list(source.img_size))
+            meta.setdefault("mean", list(source.mean))
+            meta.setdefault("std", list(source.std))
+            meta.setdefault("crop_pct", source.crop_pct)
+        meta["class_names"] = source.class_names
+        return source.model, source.task, meta
+    if isinstance(source, nn.Module):
+        return source, "det" if _is_detector(source) else "cls", {}
+    text = str(source)
+    path = Path(text)
+    if path.is_file():
+        return resolve_model(load(path, model=model), model=model)
+    if path.exists():
+        raise UserError(f"{path}: is a folder, not a weights file")
+    if _looks_like_path(text):
+        raise UserError(f"{path}: no such weights file")
+    from botnet.models import create_model, get_model_config, list_models
+
+    try:
+        get_model_config(text)
+    except UserError:
+        raise UserError(f"{text!r} is neither a weights file nor a registered model; "
+                        f"known models: {', '.join(list_models())}") from None
+    net = create_model(text, num_classes=1000 if num_classes is None else num_classes,
+                       img_size=tuple(img_size) if img_size else None)
+    return net, "cls", {"model": text, "config": net.cfg.to_dict(), "num_classes": net.num_classes,
+                        "random_weights": True}
+
+
+def _check_size(size: Sequence[int], dynamic: bool) -> tuple[int, int]:
+    if len(size) != 2 or any(int(s) < 1 for s in size):
+        raise UserError(f"--size takes two positive numbers H W, got {list(size)}")
+    h, w = int(size[0]), int(size[1])
+    if dynamic and not all(s % SIZE_MULTIPLE == 0 and MIN_DYNAMIC_SIZE <= s <= MAX_DYNAMIC_SIZE for s in (h, w)):
+        raise UserError(f"with --dynamic the export size must be a multiple of {SIZE_MULTIPLE} between "
+                        f"{MIN_DYNAMIC_SIZE} and {MAX_DYNAMIC_SIZE}, got {h}x{w}")
+    return h, w
+
+
+def _dynamic_shapes():
+    blocks = dict(min=MIN_DYNAMIC_SIZE // SIZE_MULTIPLE, max=MAX_DYNAMIC_SIZE // SIZE_MULTIPLE)
+    height = SIZE_MULTIPLE * torch.export.Dim("height_blocks", **blocks)
+    width = SIZE_MULTIPLE * torch.export.Dim("width_blocks", **blocks)
+    batch = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
+    return {"images": {0: batch, 2: height, 3: width}}
+
+
+# -- checking ------------------------------------------------------------------------------------
+
+
+def _max_diff(got: Sequence[Any], want: Sequence[torch.Tensor], what: str) -> float:
+    if len(got) != len(want):
+        raise ExportCheckError(f"{what}: {len(got)} outputs, PyTorch gives {len(want)}")
+    worst = 0.0
+    for i, (g, w) in enumerate(zip(got, want)):
+        g = torch.as_tensor(g).float()
+        w = w.detach().float()
+        if g.shape != w.shape:
+            raise ExportCheckError(f"{what}: output {i} has shape {tuple(g.shape)}, PyTorch gives {tuple(w.shape)}")
+        diff = (g - w).abs()
+        if not bool((diff <= ATOL + RTOL * w.abs()).all()):
+            raise ExportCheckError(f"{what}: output {i} differs from PyTorch by up to {diff.max().item():.3g} "
+                                   f"(tolerance {ATOL} + {RTOL} * |value|)")
+        worst = max(worst, diff.max().item() if diff.numel() else 0.0)
+    return worst
+
+
+def onnx_session(path: str | os.PathLike):
+    """An onnxruntime CPU session (warnings about shapes inferred for loops are silenced)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> list:
+    session = onnx_session(path)
+    return session.run(None, {session.get_inputs()[0].name: images.numpy()})
+
+
+def _check_inputs(example: torch.Tensor, dynamic: bool) -> list[torch.Tensor]:
+    inputs = [example]
+    if dynamic:
+        b, c, h, w = example.shape
+        # another batch and a non-square size: catches graphs that silently kept a shape constant
+        h2 = h + SIZE_MULTIPLE if h + SIZE_MULTIPLE <= MAX_DYNAMIC_SIZE else h - SIZE_MULTIPLE
+        w2 = w + 2 * SIZE_MULTIPLE if w + 2 * SIZE_MULTIPLE <= MAX_DYNAMIC_SIZE else w - 2 * SIZE_MULTIPLE
+        inputs.append(torch.randn(1 if b > 1 else 2, c, h2, w2))
+    return inputs
+
+
+def _reference(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = module(x)
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+# -- writers -------------------------------------------------------------------------------------
+
+
+def _onnx_metadata(task: str, meta: Mapping[str, Any], outputs: Sequence[str]) -> str:
+    keep = ("model", "config", "num_classes", "class_names", "img_size", "crop_pct", "mean", "std",
+            "canvas", "cat_ids", "detector", "random_weights")
+    info = {k: meta[k] for k in keep if k in meta}
+    info.update(task=task, outputs=list(outputs))
+    return json.dumps(info)
+
+
+def _export_program(wrapper, example, dynamic: bool) -> torch.export.ExportedProgram:
+    # without autograd: the graph is the inference computation (layers may take other code
+    # paths when gradients are wanted, e.g. the attention's training kernel)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.export.export(wrapper, (example,), dynamic_shapes=_dynamic_shapes() if dynamic else None)
+
+
+def _write_onnx_dynamo(wrapper, example, tmp: Path, dynamic: bool, outputs, opset: int, meta_json: str):
+    program = _export_program(wrapper, example, dynamic)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(program, (example,), dynamo=True, input_names=["images"],
+                                    output_names=list(outputs), opset_version=opset, verbose=False)
+    program.model.metadata_props["botnet"] = meta_json
+    program.save(str(tmp), external_data=False)
+
+
+def _write_onnx_detector(wrapper, example, tmp: Path, outputs, opset: int, meta_json: str):
+    import onnx
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python scalars in torchvision's code
+        torch.onnx.export(
+            wrapper, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
+            output_names=list(outputs), dynamic_axes={name: {0: "detections"} for name in outputs},
+        )
+    proto = onnx.load(str(tmp))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "botnet", meta_json
+    onnx.save(proto, str(tmp))
+
+
+def export_model(
+    source: Any,
+    out: str | os.PathLike,
+    *,
+    format: str = "onnx",
+    size: Sequence[int] | None = None,
+    dynamic: bool = False,
+    features: bool = False,
+    model: str | None = None,
+    num_classes: int | None = None,
+    opset: int | None = None,
+    check: bool = True,
+) -> ExportResult:
+    """Export ``source`` (weights file, registered model name, module or Predictor) to ``out``.
+
+    ``format``: "onnx" or "torch" (an ExportedProgram saved with ``torch.export.save``).
+    ``size``: (H, W) of the export input (default: the model's input size or canvas).
+    ``dynamic``: batch, height and width dynamic (classifiers and backbones).
+    ``features``: export the backbone's c2..c5 feature maps instead of the classifier.
+    ``model`` names the architecture of a weights file without a description (and is checked
+    against one with a description); ``num_classes`` sizes the classifier of a bare model name.
+    """
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the file to write")
+    net, task, meta = resolve_model(source, model=model, num_classes=num_classes, img_size=size)
+    net = net.eval()
+    if task == "det" and features:
+        net, task = net.backbone.body, "cls"
+    if task == "det":
+        if format != "onnx":
+            raise UserError("detectors export to ONNX only: torch.export cannot trace their data-dependent "
+                            "post-processing (NMS)")
+        if dynamic:
+            raise UserError("detectors export at a fixed canvas; --dynamic is for classifiers and backbones")
+        canvas = int(meta.get("canvas") or net.transform.max_size)
+        if size is not None and tuple(int(s) for s in size) != (canvas, canvas):
+            raise UserError(f"this detector works on a {canvas}x{canvas} canvas; --size must be {canvas} {canvas}")
+        wrapper, h, w = _Detector(net), canvas, canvas
+        outputs = ["boxes", "labels", "scores"] + (["masks"] if wrapper.masks else [])
+        example = synthetic_image(canvas)[None]
+        kind = "det"
+    else:
+        default = meta.get("img_size") or net.cfg.input_size
+        h, w = _check_size(size if size is not None else default, dynamic)
+        if features:
+            wrapper = _Features(net)
+            outputs, kind = wrapper.names, "features"
+        else:
+            if not net.num_classes:
+                raise UserError("this model has no classifier (num_classes=0); export its features (--features)")
+            wrapper, outputs, kind = _Logits(net), ["logits"], "cls"
+        # batch 2 when dynamic: an example of batch 1 would let torch.export fix the batch at 1
+        example = torch.randn(2 if dynamic else 1, 3, h, w)
+    wrapper.eval()  # the exporters restore the mode they find, on the wrapper and all it holds
+    meta_json = _onnx_metadata(kind, meta, outputs)
+    shape: list[int | str] = ["batch", 3, "height", "width"] if dynamic else list(example.shape)
+    result = ExportResult(out, format, kind, shape, list(outputs), random_weights=bool(meta.get("random_weights")))
+    with atomic_path(out) as tmp:
+        if format == "torch":
+            program = _export_program(wrapper, example, dynamic)
+            # through a file object: torch.export.save wants a name ending in .pt2, the
+            # temporary name of the atomic write does not
+            with open(tmp, "wb") as f:
+                torch.export.save(program, f)
+        elif kind == "det":
+            _write_onnx_detector(wrapper, example, tmp, outputs, opset or DETECTION_OPSET, meta_json)
+        else:
+            _write_onnx_dynamo(wrapper, example, tmp, dynamic, outputs, opset or DEFAULT_OPSET, meta_json)
+        if check:
+            result.checks = _check_export(tmp, format, wrapper, _check_inputs(example, dynamic), kind)
+    return result
+
+
+def _check_export(path: Path, format: str, wrapper: nn.Module, inputs: list[torch.Tensor], kind: str):
+    checks = []
+    loaded = None
+    if format == "torch":
+        with open(path, "rb") as f:
+            loaded = torch.export.load(f).module()
+    for x in inputs:
+        want = _reference(wrapper, x)
+        if format == "torch":
+            with torch.no_grad():
+                got = loaded(x)
+            got = list(got) if isinstance(got, (tuple, list)) else [got]
+        else:
+            got = run_onnx(path, x)
+        what = f"{format} export at input {tuple(x.shape)}"
+        if kind == "det":
+            checks.append((tuple(x.shape), check_detections(got, want, what)))
+        else:
+            checks.append((tuple(x.shape), _max_diff(got, want, what)))
+    return checks
+
+
+def check_detections(got: Sequence[Any], want: Sequence[torch.Tensor], what: str,
+                     box_atol: float = 1e-2, score_atol: float = 1e-3) -> float:
+    """Same detections: the same count and labels, boxes within ``box_atol`` pixels, scores within
+    ``score_atol``, masks (when present) within ``score_atol`` on average. Returns the largest box
+    difference."""
+    boxes, labels, scores = (torch.as_tensor(g) for g in got[:3])
+    if boxes.shape != want[0].shape:
+        raise ExportCheckError(f"{what}: {len(boxes)} detections, PyTorch finds {len(want[0])}")
+    if not torch.equal(labels.long(), want[1].long()):
+        raise ExportCheckError(f"{what}: the detected labels differ from PyTorch's")
+    box_diff = (boxes.float() - want[0].float()).abs().max().item() if len(boxes) else 0.0
+    score_diff = (scores.float() - want[2].float()).abs().max().item() if len(scores) else 0.0
+    if box_diff > box_atol or score_diff > score_atol:
+        raise ExportCheckError(f"{what}: boxes differ by up to {box_diff:.3g} px, scores by {score_diff:.3g}")
+    if len(got) > 3 and len(boxes):
+        mask_diff = (torch.as_tensor(got[3]).float() - want[3].float()).abs().mean().item()
+        if mask_diff > score_atol:
+            raise ExportCheckError(f"{what}: masks differ from PyTorch's by {mask_diff:.3g} on average")
+    return box_diff
+
+
+def synthetic_image(size: int, seed: int = 0) -> torch.Tensor:
+    """A (3, size, size) test picture in [0, 1]: a few flat rectangles on a smooth background, so
+    that region proposals have edges to find."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.2, 0.6, size)
+    image = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size),
+                         torch.full((size, size), 0.4)])
+    for _ in range(4):
+        h, w = (int(v) for v in torch.randint(size // 8, size // 2, (2,), generator=g))
+        top, left = (int(v) for v in torch.randint(0, size - max(h, w), (2,), generator=g))
+        image[:, top:top + h, left:left + w] = torch.rand(3, 1, 1, generator=g)
+    return image

@@ -1,0 +1,147 @@
+"""Export to ONNX / torch.export: outputs equal PyTorch's, at sizes other than the export size."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from botnet.api import load
+from botnet.cli import main
+from botnet.errors import UserError
+from botnet.export import ExportCheckError, export_model, run_onnx, synthetic_image
+from botnet.models import create_model
+
+from .conftest import CANVAS, CLASS_NAMES
+
+TOL = 1e-3
+
+
+def assert_close(got, want):
+    got = torch.as_tensor(np.asarray(got))
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=TOL, rtol=TOL)
+
+
+def test_cli_onnx_dynamic_classifier_runs_at_other_sizes(cls_weights, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(cls_weights), "--format", "onnx", "--out", str(out), "--dynamic"]) == 0
+    assert "checked against PyTorch" in capsys.readouterr().out
+    model = load(cls_weights).model
+    # neither size is the export size (128 x 128); one is not square; batches differ too
+    for shape in [(3, 3, 96, 160), (1, 3, 192, 192)]:
+        x = torch.randn(shape)
+        (logits,) = run_onnx(out, x)
+        with torch.no_grad():
+            assert_close(logits, model(x))
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    info = json.loads(props["botnet"])
+    assert info["task"] == "cls" and info["class_names"] == CLASS_NAMES and info["img_size"] == [128, 128]
+
+
+def test_onnx_dynamic_backbone_features(tmp_path):
+    model = create_model("botnet_s1_tiny", num_classes=0).eval()
+    out = tmp_path / "backbone.onnx"
+    result = export_model(model, out, features=True, dynamic=True, size=(128, 128))
+    assert result.outputs == ["c2", "c3", "c4", "c5"] and len(result.checks) == 2
+    x = torch.randn(2, 3, 160, 96)
+    got = run_onnx(out, x)
+    with torch.no_grad():
+        want = list(model.forward_features(x).values())
+    assert [tuple(g.shape) for g in got] == [(2, 64, 40, 24), (2, 128, 20, 12), (2, 256, 10, 6), (2, 512, 10, 6)]
+    for g, w in zip(got, want):
+        assert_close(g, w)
+
+
+def test_torch_export_program_is_dynamic(cls_weights, tmp_path):
+    out = tmp_path / "model.pt2"
+    export_model(cls_weights, out, format="torch", dynamic=True)
+    with open(out, "rb") as f:
+        program = torch.export.load(f)
+    model = load(cls_weights).model
+    x = torch.randn(1, 3, 64, 224)
+    with torch.no_grad():
+        assert_close(program.module()(x), model(x))
+
+
+def test_detector_onnx_matches_pytorch(det_weights, tmp_path):
+    out = tmp_path / "det.onnx"
+    result = export_model(det_weights, out)
+    assert result.task == "det" and result.outputs == ["boxes", "labels", "scores", "masks"]
+    predictor = load(det_weights)
+    image = synthetic_image(CANVAS, seed=3)
+    boxes, labels, scores, masks = run_onnx(out, image[None])
+    with torch.no_grad():
+        want = predictor.model([image])[0]
+    assert len(want["boxes"]) > 0
+    torch.testing.assert_close(torch.from_numpy(boxes), want["boxes"], atol=1e-2, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(scores), want["scores"], atol=1e-3, rtol=0)
+    assert torch.equal(torch.from_numpy(labels), want["labels"])
+    assert masks.shape == (len(boxes), 1, CANVAS, CANVAS)
+
+
+# -- bad input: clear errors, nothing written -------------------------------------------------------
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def test_unknown_model(tmp_path, capsys):
+    out = tmp_path / "x.onnx"
+    code, err = run_cli(["export", "botnet_huge", "--out", str(out)], capsys)
+    assert code == 2 and "'botnet_huge' is neither a weights file nor a registered model" in err
+    assert "botnet_tiny" in err  # the known models are listed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_and_corrupt_weights(tmp_path, capsys):
+    out = tmp_path / "x.onnx"
+    code, err = run_cli(["export", str(tmp_path / "nope.safetensors"), "--out", str(out)], capsys)
+    assert code == 2 and "nope.safetensors: no such weights file" in err
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    code, err = run_cli(["export", str(bad), "--out", str(out)], capsys)
+    assert code == 2 and "bad.safetensors" in err and "not a readable safetensors file" in err
+    assert not out.exists()
+
+
+def test_truncated_weights(cls_weights, tmp_path, capsys):
+    cut = tmp_path / "cut.safetensors"
+    data = cls_weights.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    code, err = run_cli(["export", str(cut), "--out", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and "cut.safetensors" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.safetensors"]
+
+
+def test_config_mismatch_names_the_field(cls_weights, tmp_path, capsys):
+    code, err = run_cli(["export", str(cls_weights), "--model", "resnet_tiny", "--out", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2
+    assert "different architecture than 'resnet_tiny'" in err and "bot_layers: file [0, 0, 0, 1], model [0, 0, 0, 0]" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dynamic_size_must_be_a_multiple_of_32(tmp_path):
+    with pytest.raises(UserError, match="multiple of 32"):
+        export_model("resnet_tiny", tmp_path / "x.onnx", size=(100, 128), dynamic=True)
+
+
+def test_detector_refuses_dynamic_and_torch_format(det_weights, tmp_path):
+    with pytest.raises(UserError, match="fixed canvas"):
+        export_model(det_weights, tmp_path / "x.onnx", dynamic=True)
+    with pytest.raises(UserError, match="ONNX only"):
+        export_model(det_weights, tmp_path / "x.pt2", format="torch")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_check_leaves_nothing_behind(tmp_path, monkeypatch):
+    import botnet.export as ex
+
+    monkeypatch.setattr(ex, "_write_onnx_dynamo", lambda *a, **k: a[2].write_bytes(b"graph"))
+    monkeypatch.setattr(ex, "run_onnx", lambda path, x: [np.zeros((x.shape[0], 1000), np.float32) + 5.0])
+    out = tmp_path / "x.onnx"
+    with pytest.raises(ExportCheckError, match="differs from PyTorch"):
+        export_model("resnet_tiny", out)
+    assert list(tmp_path.iterdir()) == []
