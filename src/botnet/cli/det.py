@@ -1,0 +1,178 @@
+"""``botnet train det`` / ``botnet eval det`` / ``botnet predict det``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def register(cli) -> None:
+    p = cli.task_command("train", "det", help="train a BoTNet / ResNet Mask R-CNN on COCO-format data",
+                         epilog="Under torchrun every process runs this same command: "
+                                "torchrun --nproc_per_node 8 -m botnet train det ...")
+    p.add_argument("--data", help="training image folder")
+    p.add_argument("--ann", help="training COCO instances JSON")
+    p.add_argument("--val-data", help="validation image folder")
+    p.add_argument("--val-ann", help="validation COCO instances JSON")
+    p.add_argument("--dataset", metavar="FILE",
+                   help="YAML naming the data once: train_images, train_ann, val_images, val_ann "
+                        "(relative paths are taken from the file's folder)")
+    p.add_argument("--model", help="backbone: a registered resnet*/botnet* name (botnet models lists them)")
+    p.add_argument("--out", help="run folder (default: the --resume run's folder)")
+    p.add_argument("--config", help="recipe YAML: a path or a shipped name such as det_botnet50_1x")
+    p.add_argument("--epochs", type=int, help="also moves the x0.1 decays to 2/3 and 8/9 of the run")
+    p.add_argument("--batch-size", type=int, help="images per process and step (the lr follows linearly)")
+    p.add_argument("--canvas", type=int, help="side of the square training canvas (default 1024)")
+    p.add_argument("--jitter", help="scale jitter: standard (0.8,1.25), large (0.5,2.0), xlarge (0.1,2.0) "
+                                    "or MIN,MAX")
+    p.add_argument("--backbone-weights", metavar="FILE",
+                   help="local ResNet checkpoint for the backbone's non-attention layers")
+    p.add_argument("--norm", choices=["bn", "frozen", "syncbn"], help="backbone normalisation")
+    p.add_argument("--no-masks", action="store_true", help="Faster R-CNN: boxes only")
+    p.add_argument("--amp", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--workers", type=int, help="data-loading processes per training process")
+    p.add_argument("--device", choices=DEVICES)
+    p.add_argument("--resume", metavar="PATH", help="continue a run: its folder or a checkpoint file")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--train-empty", action="store_true", help="also train on images without annotations")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set optim.lr=0.02 (repeatable)")
+    p.set_defaults(func=_train)
+
+    p = cli.task_command("eval", "det", help="COCO box and mask AP of detector weights")
+    p.add_argument("--data", "--val-data", dest="data", required=True, help="image folder")
+    p.add_argument("--ann", "--val-ann", dest="ann", required=True, help="COCO instances JSON")
+    p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
+    p.add_argument("--out", help="folder for metrics.json and predictions.json")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--canvas", type=int, help="resize the longer side to this (default: as trained)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--amp", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.set_defaults(func=_eval)
+
+    p = cli.task_command("predict", "det", help="draw detections and masks on images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
+    p.add_argument("--score-thresh", type=float, default=0.5)
+    p.add_argument("--canvas", type=int, help="resize the longer side to this (default: as trained)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(func=_predict)
+
+
+def _is_main() -> bool:
+    """Under torchrun only the first process reports."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def _overrides(flags: dict) -> list[str]:
+    # values as JSON (valid YAML), so paths with ':' or '#' survive the override parser
+    return [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    from botnet.data.det_transforms import parse_scale_range
+    from botnet.detection.config import paper_milestones
+    from botnet.errors import UserError
+
+    jitter = None
+    if args.jitter is not None:
+        try:
+            jitter = list(parse_scale_range(args.jitter))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    flags = {
+        "data.train_images": args.data, "data.train_ann": args.ann, "data.val_images": args.val_data,
+        "data.val_ann": args.val_ann, "model.name": args.model, "train.epochs": args.epochs,
+        "schedule.milestones": paper_milestones(args.epochs) if args.epochs else None,
+        "train.batch_size": args.batch_size, "data.canvas": args.canvas, "data.scale_range": jitter,
+        "model.backbone_weights": args.backbone_weights, "model.norm": args.norm,
+        "model.masks": False if args.no_masks else None, "amp.dtype": args.amp, "train.workers": args.workers,
+        "train.device": args.device, "data.strict": True if args.strict else None,
+        "data.train_empty": True if args.train_empty else None,
+    }
+    dataset = dataset_overrides(args.dataset) if args.dataset else []
+    return dataset + _overrides(flags) + list(args.overrides)
+
+
+DATASET_KEYS = ("train_images", "train_ann", "val_images", "val_ann")
+
+
+def dataset_overrides(path: str) -> list[str]:
+    """``data.*`` overrides from a dataset YAML file (keys at the top level or under ``data:``)."""
+    from pathlib import Path
+
+    from botnet.engine.config import read_yaml
+    from botnet.errors import UserError
+
+    spec = read_yaml(path)
+    spec = spec.get("data", spec)
+    unknown = sorted(set(spec) - set(DATASET_KEYS))
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {unknown}; a dataset file holds {', '.join(DATASET_KEYS)}")
+    base = Path(path).resolve().parent
+    return _overrides({f"data.{k}": str(base / str(v)) for k, v in spec.items() if v})
+
+
+def _train(args: argparse.Namespace) -> int:
+    from botnet.detection.api import resolve_train_config, train_detector
+    from botnet.errors import UserError
+
+    out = args.out
+    if out is None:
+        if args.resume is None:
+            raise UserError("--out is required (or --resume RUN_FOLDER to continue a run in place)")
+        from botnet.engine.checkpoint import resolve_resume, run_dir_of
+
+        out = run_dir_of(resolve_resume(args.resume))
+    cfg = resolve_train_config(args.config, train_overrides(args), resume=args.resume)
+    if not (cfg.data.train_images and cfg.data.train_ann):
+        raise UserError("--data IMAGE_DIR and --ann INSTANCES.json are required (or a recipe with data paths)")
+    summary = train_detector(cfg, out, resume=args.resume)
+    if _is_main():
+        print(format_ap(summary, prefix="val_") + f"; run folder: {out}")
+    return 0
+
+
+def format_ap(metrics: dict, prefix: str = "") -> str:
+    parts = []
+    for kind in ("box", "mask"):
+        if f"{prefix}{kind}_ap" in metrics:
+            parts.append(f"{kind} AP {metrics[f'{prefix}{kind}_ap']:.1f} (AP50 {metrics[f'{prefix}{kind}_ap50']:.1f}, "
+                         f"AP75 {metrics[f'{prefix}{kind}_ap75']:.1f})")
+    return ", ".join(parts) or "no evaluation"
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from botnet.detection.api import evaluate_detector
+
+    m = evaluate_detector(args.data, args.ann, args.weights, args.out, batch_size=args.batch_size,
+                          workers=args.workers, device=args.device, amp=args.amp, canvas=args.canvas,
+                          strict=args.strict)
+    if not _is_main():
+        return 0
+    print(f"{format_ap(m)}  ({m['num_images']} images, {m['skipped_images']} skipped)")
+    for kind in ("box", "mask"):
+        if f"{kind}_ap" in m:
+            print(f"  {kind}: " + "  ".join(f"{k.split('_', 1)[1]} {m[k]:.1f}" for k in m
+                                             if k.startswith(f"{kind}_")))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from botnet.detection.api import predict_images
+
+    doc = predict_images(args.images, args.weights, args.out, score_thresh=args.score_thresh,
+                         device=args.device, canvas=args.canvas)
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    for info in doc["images"]:
+        dets = sorted((a for a in doc["annotations"] if a["image_id"] == info["id"]), key=lambda a: -a["score"])
+        found = ", ".join(f"{names[a['category_id']]} {a['score']:.2f}" for a in dets[:8])
+        more = f" and {len(dets) - 8} more" if len(dets) > 8 else ""
+        print(f"{info['file_name']}: {len(dets)} detection(s)" + (f": {found}{more}" if dets else ""))
+    print(f"pictures and detections.json in {args.out}")
+    return 0

@@ -1,0 +1,88 @@
+"""The detection run config: the engine's sections plus ``model`` and ``data``.
+
+Defaults follow the paper's COCO recipe (spec section 5): 1024 canvas, scale jitter
+[0.8, 1.25], SGD momentum 0.9, lr 0.08 at global batch 64 scaled linearly with the batch,
+500-step warmup, x0.1 at 2/3 and 8/9 of the schedule, weight decay 1e-4.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from botnet.engine.config import OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
+
+
+@dataclass
+class DetModelConfig:
+    #: a registered backbone (``botnet models``): resnet*/botnet*
+    name: str = "botnet50"
+    #: Mask R-CNN (true) or Faster R-CNN (false)
+    masks: bool = True
+    #: bn (trainable) | frozen (FrozenBatchNorm2d) | syncbn (synchronized under torch.distributed)
+    norm: str = "syncbn"
+    #: a local ResNet checkpoint (torchvision / timm layout) for the non-attention layers
+    backbone_weights: str | None = None
+    #: 0: train everything; 1: freeze the stem; k: the stem and the first k-1 stages
+    freeze_at: int = 0
+    #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}
+    options: dict[str, Any] = field(default_factory=dict)
+    fpn_channels: int = 256
+    #: one anchor size per pyramid level p2..p6 (pixels on the canvas)
+    anchor_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    #: each level's anchor size times each of these (more than one: denser scales)
+    anchor_scales: list[float] = field(default_factory=lambda: [1.0])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    rpn_batch_size: int = 256
+    rpn_pre_nms_train: int = 2000
+    rpn_post_nms_train: int = 2000
+    rpn_pre_nms_test: int = 1000
+    rpn_post_nms_test: int = 1000
+    #: RoIs sampled per image for the box and mask heads
+    box_batch_size: int = 512
+    box_representation: int = 1024
+    mask_head_channels: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    roi_sampling_ratio: int = 2
+    detections_per_img: int = 100
+    score_thresh: float = 0.05
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`botnet.detection.build_maskrcnn` (all but canvas/classes)."""
+        kw = dataclasses.asdict(self)
+        kw["backbone_overrides"] = kw.pop("options")
+        kw.pop("name")
+        return kw
+
+
+@dataclass
+class DetDataConfig:
+    #: image folders and COCO instances files; the val pair may be empty (no evaluation)
+    train_images: str = ""
+    train_ann: str = ""
+    val_images: str = ""
+    val_ann: str = ""
+    #: side of the square training canvas (evaluation resizes the longer side to it)
+    canvas: int = 1024
+    #: scale jitter range: the paper's [0.8, 1.25], or [0.5, 2.0], [0.1, 2.0]
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    hflip: float = 0.5
+    #: also train on images without annotations
+    train_empty: bool = False
+    #: stop at the first unreadable image instead of skipping it with a warning
+    strict: bool = False
+
+
+@dataclass
+class DetectionConfig(TrainConfig):
+    model: DetModelConfig = field(default_factory=DetModelConfig)
+    data: DetDataConfig = field(default_factory=DetDataConfig)
+    train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(epochs=12, batch_size=8, workers=4))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=0.08, base_batch=64, momentum=0.9, nesterov=False, weight_decay=1e-4))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
+        name="step", warmup_steps=500, milestones=[8.0, 32 / 3], gamma=0.1))
+
+
+def paper_milestones(epochs: float) -> list[float]:
+    """The x0.1 decays at 2/3 and 8/9 of a schedule, in epochs."""
+    return [round(epochs * 2 / 3, 4), round(epochs * 8 / 9, 4)]

@@ -1,0 +1,155 @@
+"""End to end on tiny generated data: data shapes -> train det -> eval det -> predict det, demo,
+and the user errors (named file or id, exit 2, no traceback)."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from botnet.cli import main
+from botnet.data.shapes import make_shapes_dataset
+
+TINY = ["--config", "demo_shapes", "--canvas", "64", "--workers", "0", "--set", "log.progress=never",
+        "--set", "model.fpn_channels=32", "--set", "model.box_representation=64", "--set", "model.mask_head_channels=[32]"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return make_shapes_dataset(root, train=10, val=4, size=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = main(["train", "det", "--data", str(shapes["train_images"]), "--ann", str(shapes["train_ann"]),
+                 "--val-data", str(shapes["val_images"]), "--val-ann", str(shapes["val_ann"]),
+                 "--out", str(out), "--epochs", "1", "--batch-size", "4", *TINY])
+    assert code == 0
+    return out
+
+
+def test_train_writes_the_run(trained):
+    for name in ("model.safetensors", "metrics.csv", "metrics.json", "config.yaml", "curves.png"):
+        assert (trained / name).is_file(), name
+    summary = json.loads((trained / "metrics.json").read_text())
+    assert summary["finished"] and "val_box_ap" in summary and "val_mask_ap50" in summary
+
+
+def test_eval_writes_metrics_and_coco_predictions(trained, shapes, tmp_path, capsys):
+    assert main(["eval", "det", "--data", str(shapes["val_images"]), "--ann", str(shapes["val_ann"]),
+                 "--weights", str(trained / "model.safetensors"), "--out", str(tmp_path), "--workers", "0"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("box_ap", "box_ap50", "box_ap75", "box_aps", "box_apm", "box_apl", "mask_ap", "mask_apl"):
+        assert metrics[key] == -1.0 or 0.0 <= metrics[key] <= 100.0  # -1: no object of that size
+    assert metrics["num_images"] == 4
+    preds = json.loads((tmp_path / "predictions.json").read_text())
+    assert isinstance(preds, list)
+    if preds:
+        assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(preds[0])
+        assert preds[0]["category_id"] in range(1, 6)
+    assert "box AP" in capsys.readouterr().out
+
+
+def test_predict_draws_pictures_and_writes_coco_json(trained, shapes, tmp_path):
+    images = sorted(shapes["val_images"].glob("*.png"))[:2]
+    assert main(["predict", "det", *map(str, images), "--weights", str(trained / "model.safetensors"),
+                 "--out", str(tmp_path), "--score-thresh", "0.0"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in images)
+    doc = json.loads((tmp_path / "detections.json").read_text())
+    assert [im["id"] for im in doc["images"]] == [1, 2]
+    assert [c["name"] for c in doc["categories"]] == ["circle", "square", "triangle", "star", "cross"]
+    assert all("score" in a and "segmentation" in a for a in doc["annotations"])
+
+
+def test_weights_for_other_classes_are_refused_clearly(trained, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "img" / "a.png")
+    ann = tmp_path / "two.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 32, "height": 32}],
+                               "annotations": [], "categories": [{"id": 1, "name": "x"}, {"id": 2, "name": "y"}]}))
+    code = main(["eval", "det", "--data", str(tmp_path / "img"), "--ann", str(ann),
+                 "--weights", str(trained / "model.safetensors"), "--workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "2 categories" in err and "5 classes" in err and "size mismatch" not in err
+
+
+def test_resume_continues_a_stopped_run(shapes, tmp_path):
+    common = ["train", "det", "--data", str(shapes["train_images"]), "--ann", str(shapes["train_ann"]),
+              "--epochs", "2", "--batch-size", "4", *TINY]
+    assert main([*common, "--out", str(tmp_path), "--set", "train.stop_after_steps=1"]) == 0
+    assert not json.loads((tmp_path / "metrics.json").read_text())["finished"]
+    # the saved config keeps stop_after_steps; lift it to run to the end
+    assert main(["train", "det", "--resume", str(tmp_path), "--workers", "0", "--set", "train.stop_after_steps=null"]) == 0
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["finished"] and summary["step"] == 4
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "botnet", *args], capture_output=True, text=True)
+
+
+def test_bad_data_is_listed_before_training_without_traceback(shapes, tmp_path):
+    data = json.loads(shapes["train_ann"].read_text())
+    data["images"].append({"id": 999, "file_name": "gone.png", "width": 64, "height": 64})
+    data["annotations"][0]["category_id"] = 42
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    r = _run("train", "det", "--data", str(shapes["train_images"]), "--ann", str(bad), "--out", str(tmp_path / "r"),
+             *TINY)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "gone.png: image file missing (image id 999)" in r.stderr
+    assert f"annotation id {data['annotations'][0]['id']}: category_id 42" in r.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_empty_annotation_file_and_data_generation_errors(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    r = _run("eval", "det", "--data", str(tmp_path), "--ann", str(empty), "--weights", str(tmp_path / "w.safetensors"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "w.safetensors" in r.stderr
+    assert main(["data", "shapes", str(tmp_path / "d"), "--train", "3", "--val", "2", "--size", "48"]) == 0
+    assert (tmp_path / "d" / "annotations" / "instances_val.json").is_file()
+    assert len(list((tmp_path / "d" / "train").glob("*.png"))) == 3
+
+
+def test_demo_pipeline_shortened(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--train", "8", "--val", "3", "--epochs", "1", "--pictures", "2",
+            "--workers", "0", "--set", "log.progress=never", "--set", "train.batch_size=4"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "box AP" in text and "mask AP" in text
+    summary = json.loads((out / "metrics.json").read_text())
+    assert {"box_ap", "mask_ap", "minutes"} <= set(summary)
+    assert len(list((out / "predictions").glob("*.png"))) == 2
+    assert (out / "run" / "curves.png").is_file()
+    # a second call reuses the data and the finished run
+    assert main(args) == 0
+    assert "holds a finished run" in capsys.readouterr().out
+
+
+def test_dataset_file_names_the_data_once(tmp_path):
+    from botnet.cli.det import dataset_overrides
+    from botnet.errors import UserError
+
+    spec = tmp_path / "shapes.yaml"
+    spec.write_text("train_images: data/train\ntrain_ann: data/annotations/instances_train.json\n")
+    overrides = dataset_overrides(str(spec))
+    assert overrides == [f'data.train_images="{tmp_path / "data/train"}"',
+                         f'data.train_ann="{tmp_path / "data/annotations/instances_train.json"}"']
+    spec.write_text("data:\n  train_imgs: x\n")
+    with pytest.raises(UserError, match="train_imgs"):
+        dataset_overrides(str(spec))
+
+
+def test_nan_loss_stops_naming_the_step(shapes, tmp_path, capsys):
+    code = main(["train", "det", "--data", str(shapes["train_images"]), "--ann", str(shapes["train_ann"]),
+                 "--out", str(tmp_path), "--epochs", "3", "--batch-size", "4", *TINY,
+                 "--set", "optim.lr=100000000.0", "--set", "schedule.warmup_steps=0"])
+    assert code == 2
+    assert re.search(r"the loss is (nan|-?inf) at step \d+", capsys.readouterr().err)
