@@ -69,3 +69,9 @@ def test_paper_recipes_match_the_spec():
     assert (std100.train.epochs, std200.train.epochs) == (100, 200)
     assert std100.data.randaugment.layers == 0 and std100.loss.label_smoothing == 0
     assert std200.data.randaugment.layers > 0 and std200.loss.label_smoothing > 0
+
+
+def test_exponent_floats_without_a_dot():
+    # YAML 1.1 reads 1e-3 as a string; float fields take it anyway
+    cfg = load_config(TrainConfig, overrides=["optim.lr=1e-3", "optim.weight_decay=4e-5"])
+    assert cfg.optim.lr == pytest.approx(1e-3) and cfg.optim.weight_decay == pytest.approx(4e-5)

@@ -9,6 +9,7 @@ files; every rank takes part in the collectives (loss reduction, evaluation, RNG
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -120,7 +121,9 @@ class Trainer:
 
         if info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out_dir / "config.yaml")
+            # a pause point belongs to one invocation, not to the run: `--resume` must not stop again
+            saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stop_after_steps=None))
+            save_config(saved, out_dir / "config.yaml")
             prior = ckpt.run_dir_of(self.resume_from) / "metrics.csv" if self.resume_from else None
             self.log = RunLog(out_dir, self.total_steps, self.step, tensorboard=cfg.log.tensorboard,
                               plot=cfg.log.plot, progress=cfg.log.progress, prior_csv=prior)
