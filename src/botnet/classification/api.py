@@ -12,24 +12,15 @@ from botnet.classification.config import ClassificationConfig, ClsDataConfig, Cl
 from botnet.classification.task import ClassificationTask
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
-from botnet.engine.checkpoint import resolve_resume, run_dir_of
-from botnet.engine.config import load_config
+from botnet.engine.config import resolve_run_config
 from botnet.errors import UserError
 from botnet.io import write_json
 
 
-def resolve_train_config(
-    recipe: str | os.PathLike | None = None,
-    overrides: Sequence[str] = (),
-    resume: str | os.PathLike | None = None,
-) -> ClassificationConfig:
-    """The config of a run: defaults <- recipe (or, when resuming without a recipe, the config the
-    run was started with) <- ``key=value`` overrides."""
-    if recipe is None and resume is not None:
-        saved = run_dir_of(resolve_resume(resume)) / "config.yaml"
-        if saved.is_file():
-            recipe = saved
-    return load_config(ClassificationConfig, recipe, overrides)
+def resolve_train_config(recipe: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                         resume: str | os.PathLike | None = None) -> ClassificationConfig:
+    """Defaults <- recipe (or, when resuming without one, the run's own config) <- overrides."""
+    return resolve_run_config(ClassificationConfig, recipe, overrides, resume)
 
 
 def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,

@@ -2,7 +2,6 @@
 registered model with a fresh classifier, label-smoothed cross-entropy, top-1 / top-5 accuracy."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -57,7 +56,6 @@ class ClassificationTask(Task):
         self.cfg = cfg
         self.class_names: list[str] | None = list(class_names) if class_names is not None else None
         self.img_size = model_input_size(cfg.model, cfg.data.img_size)
-        self.skipped: dict[str, str] = {}
 
     # -- data ------------------------------------------------------------------------------
 
@@ -106,11 +104,7 @@ class ClassificationTask(Task):
         return images, labels.to(device, non_blocking=True)
 
     def _unreadable(self, item: Unreadable) -> None:
-        if self.cfg.data.strict:
-            raise DataError(f"{item.path}: unreadable image ({item.reason}); stopped because of --strict")
-        if item.path not in self.skipped:
-            self.skipped[item.path] = item.reason
-            warnings.warn(f"{item.path}: unreadable image skipped ({item.reason})", stacklevel=2)
+        self.skip_unreadable(item.path, item.reason, self.cfg.data.strict)
 
     # -- model, loss, metrics --------------------------------------------------------------
 
@@ -145,12 +139,6 @@ class ClassificationTask(Task):
         n = max(stats[3].item(), 1.0)
         return {"top1": 100.0 * stats[0].item() / n, "top5": 100.0 * stats[1].item() / n,
                 "loss": stats[2].item() / n, "num_images": int(stats[3].item())}
-
-    def summary(self) -> dict[str, Any]:
-        skipped = set()
-        for part in du.all_gather_objects(sorted(self.skipped)):
-            skipped.update(part)
-        return {"skipped_images": len(skipped)}
 
     def metadata(self) -> dict[str, Any]:
         d = self.cfg.data

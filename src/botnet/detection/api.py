@@ -18,8 +18,7 @@ from botnet.detection.task import DetectionTask
 from botnet.detection.visualize import draw_detections, save_png
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
-from botnet.engine.checkpoint import resolve_resume, run_dir_of
-from botnet.engine.config import from_dict, load_config
+from botnet.engine.config import from_dict, resolve_run_config
 from botnet.engine.evaluate import autocast
 from botnet.errors import UserError
 from botnet.io import write_json
@@ -28,11 +27,7 @@ from botnet.io import write_json
 def resolve_train_config(recipe: str | os.PathLike | None = None, overrides: Sequence[str] = (),
                          resume: str | os.PathLike | None = None) -> DetectionConfig:
     """Defaults <- recipe (or, when resuming without one, the run's own config) <- overrides."""
-    if recipe is None and resume is not None:
-        saved = run_dir_of(resolve_resume(resume)) / "config.yaml"
-        if saved.is_file():
-            recipe = saved
-    return load_config(DetectionConfig, recipe, overrides)
+    return resolve_run_config(DetectionConfig, recipe, overrides, resume)
 
 
 def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,

@@ -3,7 +3,6 @@ with the paper's scale jitter, a Mask R-CNN on a BoTNet / ResNet backbone, COCO 
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -17,7 +16,7 @@ from botnet.detection.maskrcnn import build_maskrcnn
 from botnet.engine import distributed as du
 from botnet.engine.config import to_dict
 from botnet.engine.task import Task
-from botnet.errors import DataError, UserError
+from botnet.errors import UserError
 
 
 def _plain(value):
@@ -41,7 +40,6 @@ class DetectionTask(Task):
         self.cat_ids = list(cat_ids) if cat_ids is not None else None
         self.val_set: CocoDetection | None = None
         self.last_results: list[dict] = []
-        self.skipped: set[str] = set()
 
     # -- data ------------------------------------------------------------------------------
 
@@ -102,11 +100,7 @@ class DetectionTask(Task):
         """Images as float tensors on ``device`` and the targets; unreadable images reported."""
         images, targets, bad = batch
         for item in bad:
-            if self.cfg.data.strict:
-                raise DataError(f"{item.path}: unreadable image ({item.reason}); stopped because of --strict")
-            if item.path not in self.skipped:
-                self.skipped.add(item.path)
-                warnings.warn(f"{item.path}: unreadable image skipped ({item.reason})", stacklevel=2)
+            self.skip_unreadable(item.path, item.reason, self.cfg.data.strict)
         # (channels_last is left to the model: torchvision batches the images inside it)
         return [to_float_image(im, device) for im in images], targets
 
@@ -137,12 +131,6 @@ class DetectionTask(Task):
         metrics = evaluator.summarize()
         metrics["num_images"] = len(evaluator.image_ids)
         return metrics
-
-    def summary(self) -> dict[str, Any]:
-        skipped = set()
-        for part in du.all_gather_objects(sorted(self.skipped)):
-            skipped.update(part)
-        return {"skipped_images": len(skipped)}
 
     def metadata(self) -> dict[str, Any]:
         return {"task": "det", "class_names": list(self.class_names or []), "cat_ids": list(self.cat_ids or []),

@@ -18,6 +18,7 @@ from botnet.engine.config import (  # noqa: F401
     apply_overrides,
     from_dict,
     load_config,
+    resolve_run_config,
     save_config,
     to_dict,
 )

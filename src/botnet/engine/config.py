@@ -326,5 +326,22 @@ def load_config(
     return from_dict(cls, data)
 
 
+def resolve_run_config(
+    cls: type[C],
+    recipe: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    resume: str | os.PathLike | None = None,
+) -> C:
+    """The config of a run: defaults, then the recipe (or, when resuming without one, the config
+    the run was started with), then ``key=value`` overrides."""
+    if recipe is None and resume is not None:
+        from botnet.engine.checkpoint import resolve_resume, run_dir_of
+
+        saved = run_dir_of(resolve_resume(resume)) / "config.yaml"
+        if saved.is_file():
+            recipe = saved
+    return load_config(cls, recipe, overrides)
+
+
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
     return write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -7,11 +7,15 @@ logging, progress and plots. A task owns the model, the data and the metrics.
 from __future__ import annotations
 
 import abc
+import warnings
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+
+from botnet.engine import distributed as du
+from botnet.errors import DataError
 
 
 class Task(abc.ABC):
@@ -58,8 +62,21 @@ class Task(abc.ABC):
         JSON-able values only; also stored in each checkpoint."""
         return {}
 
+    def skip_unreadable(self, path: str, reason: str, strict: bool) -> None:
+        """Record an image that could not be read: a warning naming the file (once per file), or,
+        with ``strict``, an error that stops the run."""
+        if strict:
+            raise DataError(f"{path}: unreadable image ({reason}); stopped because of --strict")
+        skipped = self.__dict__.setdefault("skipped", {})
+        if path not in skipped:
+            skipped[path] = reason
+            warnings.warn(f"{path}: unreadable image skipped ({reason})", stacklevel=3)
+
     def summary(self) -> dict[str, Any]:
-        """Flat numbers for the run's ``metrics.json`` beyond the engine's own (e.g. how many
-        unreadable images were skipped). Called once at the end on every rank; under
-        torch.distributed it is collective (reduce across ranks) and every rank returns the same."""
-        return {}
+        """Flat numbers for the run's ``metrics.json`` beyond the engine's own; by default how many
+        unreadable images were skipped on all ranks. Called once at the end on every rank; under
+        torch.distributed it is collective and every rank returns the same."""
+        skipped: set[str] = set()
+        for part in du.all_gather_objects(sorted(self.__dict__.get("skipped", {}))):
+            skipped.update(part)
+        return {"skipped_images": len(skipped)}
