@@ -107,9 +107,11 @@ def _sync(device: torch.device) -> None:
 
 
 def time_model(model: nn.Module, size: tuple[int, int], batch: int, dtype: torch.dtype, train: bool = False,
-               device: torch.device | str = "cpu", warmup: int = 1, iters: int = 3,
+               device: torch.device | str = "cpu", warmup: int = 2, iters: int = 3,
                channels_last: bool = True, backbone_only: bool = False) -> Timing:
-    """Median wall time of a forward (inference) or forward+backward (train) step."""
+    """Median wall time of a forward (inference) or forward+backward (train) step.
+
+    Two untimed calls first: the first bf16 calls on CPU also pack weights and pick kernels."""
     device = torch.device(device)
     model = model.to(device)
     if channels_last:

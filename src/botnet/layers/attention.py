@@ -20,6 +20,7 @@ from torch import nn
 
 from botnet.layers.pos_embed import (
     key_position_onehots,
+    rel_table_for_length,
     relative_bias_2d,
     relative_logits_2d,
     resize_abs_table,
@@ -31,6 +32,111 @@ POS_ENCODINGS = ("relative", "absolute", None)
 #: "bias" builds the (B, heads, N, N) additive bias and passes it as ``attn_mask``;
 #: "auto" picks per call (see ``MHSA2d._pick_impl``; the figures are in BENCHMARKS.md).
 ATTN_IMPLS = ("auto", "fold", "bias")
+
+
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_CPU_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+def _fold(q, k, v, logits_h, logits_w, onehot):
+    """The fold's inputs to one fused call: ``[q | l_h | l_w]``, ``[k | onehots]``, ``[v | 0]``.
+
+    The fused CPU kernel wants one head dim for q, k and v, hence the zero padding of v (its
+    columns of the output are zero and are dropped)."""
+    q_aug = torch.cat([q, logits_h.to(q.dtype), logits_w.to(q.dtype)], dim=-1)
+    k_aug = torch.cat([k, onehot.to(k.dtype).expand(*k.shape[:-1], -1)], dim=-1)
+    return q_aug, k_aug, F.pad(v, (0, onehot.shape[-1]))
+
+
+class _RelativeAttentionCPU(torch.autograd.Function):
+    """The fold on the CPU fused kernel with a backward that keeps only what cannot be recomputed.
+
+    Autograd through ``F.scaled_dot_product_attention(q_aug, k_aug, v_aug)`` keeps the widened
+    (B, heads, N, d + H + W) inputs and output for the backward, and the backward holds widened
+    gradients of every head at once: about 2.5x the memory of plain attention on a 64 x 64 map,
+    where the width doubles. Here the widened tensors exist for one head at a time, in buffers
+    reused across heads, and the forward keeps only the projection (which plain attention keeps
+    too), the d-wide output and the log-sum-exp. The backward recomputes each head's position
+    logits (small matmuls), calls the kernel's own backward and applies the chain rule of the
+    position logits by hand. The loops run over the heads, a constant of the layer, never over
+    sizes. (One call over all heads saves a few small copies per head but holds every head's
+    widened tensors at once: 1.9x plain attention's peak memory at 64 x 64 instead of 1.5x.)
+
+    qkv: (B, H, W, 3, heads, d), the projection; table_h (H, H, d) with ``table_h[a, c] =
+    R_h[c - a + H - 1]``, table_w (W, W, d) likewise; onehot (H * W, H + W).
+    Returns the (B, H * W, heads, d) attention output.
+    """
+
+    @staticmethod
+    def _logits(q, table_h, table_w):
+        # q (B, H, W, heads, d) -> (B, H, W, heads, H + W): [q_ab . R_h[c - a + H - 1] | q_ab . R_w[e - b + W - 1]]
+        return torch.cat([torch.einsum("zabnd,acd->zabnc", q, table_h),
+                          torch.einsum("zabnd,bed->zabne", q, table_w)], dim=-1)
+
+    @staticmethod
+    def _buffers(qkv, onehot, count: int):
+        # one head's widened (B, N, 1, d + H + W) tensors, reused across heads; zero padding and
+        # the key one-hots are written once
+        b, height, width, _, _, d = qkv.shape
+        bufs = [qkv.new_zeros(b, height * width, 1, d + height + width) for _ in range(count)]
+        bufs[1][..., d:] = onehot[:, None]
+        return bufs
+
+    @staticmethod
+    def _fill(bufs, q, k, v, table_h, table_w, i: int):
+        # head i's [q | position logits], [k | one-hots], [v | 0]; returns its q (B, H, W, 1, d)
+        b, height, width, _, d = q.shape
+        n = height * width
+        h = slice(i, i + 1)
+        q_head = q[..., h, :]
+        bufs[0][..., :d] = q_head.reshape(b, n, 1, d)
+        bufs[0][..., d:] = _RelativeAttentionCPU._logits(q_head, table_h, table_w).reshape(b, n, 1, height + width)
+        bufs[1][..., :d] = k[..., h, :].reshape(b, n, 1, d)
+        bufs[2][..., :d] = v[..., h, :].reshape(b, n, 1, d)
+        return q_head
+
+    @staticmethod
+    def forward(ctx, qkv, table_h, table_w, onehot, scale: float):
+        b, height, width, _, heads, d = qkv.shape
+        q, k, v = qkv.unbind(3)
+        bufs = _RelativeAttentionCPU._buffers(qkv, onehot, 3)
+        out = qkv.new_empty(b, height * width, heads, d)
+        lse = []
+        for i in range(heads):
+            _RelativeAttentionCPU._fill(bufs, q, k, v, table_h, table_w, i)
+            o, l = _CPU_FLASH(*(t.transpose(1, 2) for t in bufs), scale=scale)
+            out[:, :, i] = o[:, 0, :, :d]
+            lse.append(l)
+        ctx.save_for_backward(qkv, table_h, table_w, onehot, out, torch.cat(lse, 1))
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qkv, table_h, table_w, onehot, out, lse = ctx.saved_tensors
+        b, height, width, _, heads, d = qkv.shape
+        q, k, v = qkv.unbind(3)
+        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        grad_h, grad_w = torch.zeros_like(table_h), torch.zeros_like(table_w)
+        bufs = _RelativeAttentionCPU._buffers(qkv, onehot, 5)  # q, k, v, out, grad_out
+        grad_out = grad_out.to(qkv.dtype)
+        for i in range(heads):
+            q_head = _RelativeAttentionCPU._fill(bufs, q, k, v, table_h, table_w, i)[..., 0, :]
+            bufs[3][..., :d] = out[:, :, i: i + 1]
+            bufs[4][..., :d] = grad_out[:, :, i: i + 1]
+            q_aug, k_aug, v_aug, o_aug, g_aug = (t.transpose(1, 2) for t in bufs)
+            gq, gk, gv = _CPU_FLASH_BACKWARD(g_aug, q_aug, k_aug, v_aug, o_aug, lse[:, i: i + 1], 0.0, False,
+                                             scale=ctx.scale)
+            gq, gk, gv = (t.transpose(1, 2).reshape(b, height, width, -1) for t in (gq, gk, gv))
+            g_h, g_w = gq[..., d: d + height], gq[..., d + height:]
+            # the position logits are small matmuls of q with the tables: their chain rule by hand
+            grad_qkv[..., 0, i, :] = (gq[..., :d] + torch.einsum("zabc,acd->zabd", g_h, table_h)
+                                      + torch.einsum("zabe,bed->zabd", g_w, table_w))
+            grad_h += torch.einsum("zabc,zabd->acd", g_h, q_head)
+            grad_w += torch.einsum("zabe,zabd->bed", g_w, q_head)
+            grad_qkv[..., 1, i, :] = gk[..., :d]
+            grad_qkv[..., 2, i, :] = gv[..., :d]
+        return grad_qkv, grad_h, grad_w, None, None
 
 
 def _pair(size) -> tuple[int, int]:
@@ -96,15 +202,16 @@ class MHSA2d(nn.Module):
         return (f"dim={self.dim}, heads={self.heads}, dim_head={self.dim_head}, pos_enc={self.pos_enc!r}, "
                 f"feat_size={self.feat_size}, attn_impl={self.attn_impl!r}")
 
-    def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
             raise ValueError(f"MHSA2d expects a (B, {self.dim}, H, W) tensor, got shape {tuple(x.shape)}")
         # The 1x1 conv as a matmul over tokens: its output is (B, N, [q|k|v], heads, d), the
         # token-major layout the fused CPU kernel works in, so q, k and v are views (no transposing
         # copies forward or backward); on a channels_last input the tokens are a view too.
-        b, _, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)
-        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)
+        return F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, N, 3 * heads * d)
+
+    def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = qkv.unflatten(-1, (3, self.heads, self.dim_head)).transpose(1, 3).unbind(2)
         return q, k, v  # each (B, heads, N, d)
 
@@ -114,18 +221,21 @@ class MHSA2d(nn.Module):
         b = out.shape[0]
         return out.transpose(1, 2).reshape(b, size[0], size[1], self.out_dim).permute(0, 3, 1, 2)
 
-    def _pick_impl(self, q: torch.Tensor) -> str:
+    def _pick_impl(self, qkv: torch.Tensor) -> str:
         if self.attn_impl != "auto":
             return self.attn_impl
         # Training needs the gradient of the position logits: a bias that requires grad drops SDPA
         # to its unfused path (slower than fold, and an N x N tensor per head). Without gradients
         # the fused kernel takes the bias at almost no cost and runs at head dim d instead of
         # d + H + W. The choice depends on grad mode only, never on sizes.
-        return "fold" if torch.is_grad_enabled() and q.requires_grad else "bias"
+        return "fold" if torch.is_grad_enabled() and qkv.requires_grad else "bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._split_heads(x)
+        qkv = self._project(x)
         size = (x.shape[2], x.shape[3])
+        if self.pos_enc == "relative" and self._cpu_training_fold(qkv):
+            return self._relative_attention_cpu(qkv, size)
+        q, k, v = self._split_heads(qkv)
         if self.pos_enc == "relative":
             out = self._relative_attention(q, k, v, size)
         else:
@@ -136,17 +246,33 @@ class MHSA2d(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self._merge_heads(out, size)
 
+    def _cpu_training_fold(self, qkv: torch.Tensor) -> bool:
+        # device and grad mode only: the graph never depends on sizes
+        return (qkv.device.type == "cpu" and _CPU_FLASH_BACKWARD is not None and self._pick_impl(qkv) == "fold"
+                and torch.is_grad_enabled() and qkv.requires_grad)
+
+    def _relative_attention_cpu(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        height, width = size
+        b = qkv.shape[0]
+        tables = []
+        for table, length in ((self.rel_h, height), (self.rel_w, width)):
+            pos = torch.arange(length, device=qkv.device)
+            # expanded[a, c] = R[c - a + L - 1]: the rows each query position reads
+            tables.append(rel_table_for_length(table, length)[pos[None, :] - pos[:, None] + (length - 1)].to(qkv.dtype))
+        onehot = key_position_onehots(size, qkv.device, qkv.dtype)
+        grid = qkv.view(b, height, width, 3, self.heads, self.dim_head)
+        out = _RelativeAttentionCPU.apply(grid, tables[0], tables[1], onehot, self.scale)  # (B, N, heads, d)
+        return out.view(b, height, width, self.out_dim).permute(0, 3, 1, 2)
+
     def _relative_attention(self, q, k, v, size: tuple[int, int]) -> torch.Tensor:
         # q is left unscaled: SDPA's ``scale`` multiplies the whole logit, content and position
         # term alike (spec: logits = d^-0.5 * (q.k + q.r)), which saves a pass over q and its grad.
         logits_h, logits_w = relative_logits_2d(q, self.rel_h, self.rel_w, size)
         if self._pick_impl(q) == "bias":
-            bias = relative_bias_2d(logits_h, logits_w) * self.scale
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+            # scale the small per-axis logits, not the N x N bias
+            bias = relative_bias_2d(logits_h * self.scale, logits_w * self.scale).to(q.dtype)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         onehot = key_position_onehots(size, q.device, k.dtype)
-        q_aug = torch.cat([q, logits_h.to(q.dtype), logits_w.to(q.dtype)], dim=-1)
-        k_aug = torch.cat([k, onehot.expand(*k.shape[:-1], -1)], dim=-1)
-        # fused CPU kernels want one head dim for q, k and v: pad v, then drop the padding
-        v_aug = F.pad(v, (0, onehot.shape[-1]))
-        out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=self.scale)
+        # one call over all heads (CUDA: flash / memory-efficient kernels; CPU without autograd)
+        out = F.scaled_dot_product_attention(*_fold(q, k, v, logits_h, logits_w, onehot), scale=self.scale)
         return out[..., : self.dim_head]

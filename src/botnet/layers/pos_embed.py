@@ -16,7 +16,6 @@ the paper fixes the input size.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def _lerp_rows(table: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

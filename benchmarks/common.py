@@ -1,0 +1,113 @@
+"""Shared helpers of the benchmark scripts: machine description, alternating timing, tables.
+
+Timing protocol: every candidate runs once per round, rounds repeat, and each candidate's median
+over rounds is reported. Candidates therefore share whatever else loads the machine at the time,
+and ratios between them are taken within one process. Tables are written as Markdown under
+``benchmarks/results/`` together with the exact command and the machine they came from.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine(device: torch.device) -> dict:
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def command() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def setup_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(fns: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device,
+              clock: str = "wall") -> dict[str, list[float]]:
+    """Seconds per call of each candidate, run round-robin ``rounds`` times after ``warmup`` calls.
+
+    ``clock="cpu"`` reads this thread's CPU time instead of wall time: with one intra-op thread it
+    measures the work done rather than the share of the machine other processes left over."""
+    read = time.thread_time if clock == "cpu" else time.perf_counter
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = read()
+            fn()
+            sync(device)
+            samples[name].append(read() - t0)
+    return samples
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(name: str, title: str, info: dict, sections: list[str], data: dict | None = None) -> Path:
+    """Write ``results/NAME.md`` (and ``NAME.json`` with the raw numbers); print the Markdown."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    head = [f"## {title}", "", f"Command: `{command()}`", "",
+            "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
+    text = "\n".join(head + [s + "\n" for s in sections])
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    if data is not None:
+        (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "command": command(), **data}, indent=1))
+    print(text)
+    return path

@@ -1,0 +1,102 @@
+"""One Mask R-CNN training step: BoTNet-50 FPN (ours) against torchvision's stock
+``maskrcnn_resnet50_fpn`` on the same input, timed alternately, then profiled (top ops).
+
+Input: batch 2 of 512 x 512 images, three boxes with masks per image, bf16 autocast. Both models
+train from scratch (BatchNorm, all stages trainable), both resize to exactly 512.
+
+    python benchmarks/det_step.py
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+import common
+from botnet.detection.maskrcnn import build_maskrcnn
+
+
+def make_batch(batch: int, size: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, size, size, generator=g).to(device) for _ in range(batch)]
+    targets = []
+    for _ in range(batch):
+        xy = torch.randint(0, size // 2, (3, 2), generator=g).float()
+        wh = torch.randint(32, size // 2, (3, 2), generator=g).float()
+        boxes = torch.cat([xy, (xy + wh).clamp(max=size - 1)], 1)
+        masks = torch.zeros(3, size, size, dtype=torch.uint8)
+        for j, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+            masks[j, y0:y1, x0:x1] = 1
+        targets.append({"boxes": boxes.to(device), "labels": torch.randint(1, 81, (3,), generator=g).to(device),
+                        "masks": masks.to(device)})
+    return images, targets
+
+
+def make_step(model, images, targets, dtype):
+    device = images[0].device
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            losses = model(images, targets)
+            loss = sum(losses.values())
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def top_ops(step, rows: int) -> list[list]:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]
+                 if torch.cuda.is_available() else [ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [[e.key[:60], e.count, e.self_cpu_time_total / 1000, 100 * e.self_cpu_time_total / total]
+            for e in events[:rows]]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    common.setup_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    info = common.machine(device)
+    torch.manual_seed(0)
+    models = {
+        "botnet50-fpn (ours)": build_maskrcnn("botnet50", num_classes=80, canvas=args.size),
+        "torchvision r50-fpn": maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=81,
+                                                     min_size=args.size, max_size=args.size),
+    }
+    images, targets = make_batch(args.batch, args.size, device)
+    steps = {}
+    for name, model in models.items():
+        model.to(device).train()
+        steps[name] = make_step(model, images, targets, dtype)
+    samples = common.alternate(steps, args.rounds, args.warmup, device)
+    med = {k: common.median_ms(v) for k, v in samples.items()}
+    ours, stock = med["botnet50-fpn (ours)"], med["torchvision r50-fpn"]
+    sections = [f"**training step**, batch {args.batch} x 3 x {args.size} x {args.size}, {args.dtype} autocast, median "
+                f"of {args.rounds} alternating rounds (wall clock)\n\n"
+                + common.markdown_table(["model", "step ms"], [[k, v] for k, v in med.items()])
+                + f"\n\nstock / ours = {stock / ours:.2f} (goal: >= 1.2)"]
+    for name, step in steps.items():
+        sections.append(f"**top ops of one step, {name}** (self CPU time)\n\n"
+                        + common.markdown_table(["op", "calls", "self ms", "% of step"], top_ops(step, args.top)))
+    common.write_report("det_step" + ("" if device.type == "cpu" else f"_{device.type}"),
+                        f"Mask R-CNN training step ({device.type})", info, sections,
+                        {"median_ms": med, "samples_s": samples})
+
+
+if __name__ == "__main__":
+    main()
