@@ -141,10 +141,13 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
     val_keys = sorted({k for r in evals for k in r if k.startswith("val_") and not k.startswith("val_num_")})
 
     def series(rs, key):
-        pts = [(r["step"], r[key]) for r in rs if isinstance(r.get(key), float) and math.isfinite(r[key])]
+        # -1 marks a metric that is undefined for this data (pycocotools: no object of that size)
+        pts = [(r["step"], r[key]) for r in rs
+               if isinstance(r.get(key), float) and math.isfinite(r[key]) and not (rs is evals and r[key] < 0)]
         return list(zip(*pts)) if pts else None
 
     fig, (ax_loss, ax_lr, ax_val) = plt.subplots(1, 3, figsize=(15, 4))
+    ax_val.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # one colour per metric
     for ax, rs, key, label, style in (
         (ax_loss, train, "loss", "train", "-"),
         (ax_lr, train, "lr", None, "-"),
@@ -158,7 +161,7 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0] and ax is not ax_lr:
-            ax.legend()
+            ax.legend(fontsize="small", ncol=2 if ax is ax_val else 1)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
