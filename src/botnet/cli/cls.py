@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from botnet.cli.run_args import DEVICES, add_engine_args, as_overrides, engine_flags, run_folder
+
 
 def register(cli) -> None:
     p = cli.task_command("train", "cls", help="train an image classifier on an ImageFolder dataset",
@@ -11,17 +13,8 @@ def register(cli) -> None:
                                 "torchrun --nproc_per_node 8 -m botnet train cls ...")
     p.add_argument("--data", help="folder with train/<class>/* and val/<class>/*")
     p.add_argument("--model", help="registered model name (botnet models lists them)")
-    p.add_argument("--out", help="run folder (default: the --resume run's folder)")
-    p.add_argument("--config", help="recipe YAML: a path or a shipped name such as cls_tiny_cpu")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="images per process and step")
     p.add_argument("--img-size", type=int, help="resolution (default: the model's)")
-    p.add_argument("--workers", type=int, help="data-loading processes per training process")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--resume", metavar="PATH", help="continue a run: its folder or a checkpoint file")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set optim.lr=0.1 (repeatable)")
+    add_engine_args(p, recipe_example="cls_tiny_cpu", lr_example=0.1)
     p.set_defaults(func=_train)
 
     p = cli.task_command("eval", "cls", help="top-1 / top-5 accuracy and loss of classifier weights")
@@ -32,7 +25,7 @@ def register(cli) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--img-size", type=int, help="resolution (default: the one trained at)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--amp", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.set_defaults(func=_eval)
@@ -42,7 +35,7 @@ def register(cli) -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--img-size", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=_predict)
 
 
@@ -50,19 +43,9 @@ def _train(args: argparse.Namespace) -> int:
     from botnet.classification.api import resolve_train_config, train_classifier
     from botnet.errors import UserError
 
-    flags = {
-        "data.root": args.data, "model.name": args.model, "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size, "data.img_size": args.img_size, "train.workers": args.workers,
-        "train.device": args.device, "data.strict": True if args.strict else None,
-    }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
-    out = args.out
-    if out is None:
-        if args.resume is None:
-            raise UserError("--out is required (or --resume RUN_FOLDER to continue a run in place)")
-        from botnet.engine.checkpoint import resolve_resume, run_dir_of
-
-        out = run_dir_of(resolve_resume(args.resume))
+    flags = {"data.root": args.data, "model.name": args.model, "data.img_size": args.img_size, **engine_flags(args)}
+    overrides = as_overrides(flags) + list(args.overrides)
+    out = run_folder(args)
     cfg = resolve_train_config(args.config, overrides, resume=args.resume)
     if not cfg.data.root:
         raise UserError("--data is required (a folder with train/<class>/* and val/<class>/*)")

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-DEVICES = ["auto", "cpu", "cuda"]
+from botnet.cli.run_args import DEVICES, add_engine_args, as_overrides, engine_flags, run_folder
 
 
 def register(cli) -> None:
     p = cli.task_command("train", "det", help="train a BoTNet / ResNet Mask R-CNN on COCO-format data",
-                         epilog="Under torchrun every process runs this same command: "
-                                "torchrun --nproc_per_node 8 -m botnet train det ...")
+                         epilog="--epochs also moves the x0.1 decays to 2/3 and 8/9 of the run; the learning "
+                                "rate follows the global batch linearly. Under torchrun every process runs "
+                                "this same command: torchrun --nproc_per_node 8 -m botnet train det ...")
     p.add_argument("--data", help="training image folder")
     p.add_argument("--ann", help="training COCO instances JSON")
     p.add_argument("--val-data", help="validation image folder")
@@ -20,10 +20,6 @@ def register(cli) -> None:
                    help="YAML naming the data once: train_images, train_ann, val_images, val_ann "
                         "(relative paths are taken from the file's folder)")
     p.add_argument("--model", help="backbone: a registered resnet*/botnet* name (botnet models lists them)")
-    p.add_argument("--out", help="run folder (default: the --resume run's folder)")
-    p.add_argument("--config", help="recipe YAML: a path or a shipped name such as det_botnet50_1x")
-    p.add_argument("--epochs", type=int, help="also moves the x0.1 decays to 2/3 and 8/9 of the run")
-    p.add_argument("--batch-size", type=int, help="images per process and step (the lr follows linearly)")
     p.add_argument("--canvas", type=int, help="side of the square training canvas (default 1024)")
     p.add_argument("--jitter", help="scale jitter: standard (0.8,1.25), large (0.5,2.0), xlarge (0.1,2.0) "
                                     "or MIN,MAX")
@@ -32,13 +28,8 @@ def register(cli) -> None:
     p.add_argument("--norm", choices=["bn", "frozen", "syncbn"], help="backbone normalisation")
     p.add_argument("--no-masks", action="store_true", help="Faster R-CNN: boxes only")
     p.add_argument("--amp", choices=["bf16", "fp16", "fp32"])
-    p.add_argument("--workers", type=int, help="data-loading processes per training process")
-    p.add_argument("--device", choices=DEVICES)
-    p.add_argument("--resume", metavar="PATH", help="continue a run: its folder or a checkpoint file")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--train-empty", action="store_true", help="also train on images without annotations")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set optim.lr=0.02 (repeatable)")
+    add_engine_args(p, recipe_example="det_36ep", lr_example=0.02)
     p.set_defaults(func=_train)
 
     p = cli.task_command("eval", "det", help="COCO box and mask AP of detector weights")
@@ -69,11 +60,6 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", 0)) == 0
 
 
-def _overrides(flags: dict) -> list[str]:
-    # values as JSON (valid YAML), so paths with ':' or '#' survive the override parser
-    return [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-
-
 def train_overrides(args: argparse.Namespace) -> list[str]:
     from botnet.data.det_transforms import parse_scale_range
     from botnet.detection.config import paper_milestones
@@ -87,16 +73,15 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
             raise UserError(str(e)) from None
     flags = {
         "data.train_images": args.data, "data.train_ann": args.ann, "data.val_images": args.val_data,
-        "data.val_ann": args.val_ann, "model.name": args.model, "train.epochs": args.epochs,
+        "data.val_ann": args.val_ann, "model.name": args.model,
         "schedule.milestones": paper_milestones(args.epochs) if args.epochs else None,
-        "train.batch_size": args.batch_size, "data.canvas": args.canvas, "data.scale_range": jitter,
+        "data.canvas": args.canvas, "data.scale_range": jitter,
         "model.backbone_weights": args.backbone_weights, "model.norm": args.norm,
-        "model.masks": False if args.no_masks else None, "amp.dtype": args.amp, "train.workers": args.workers,
-        "train.device": args.device, "data.strict": True if args.strict else None,
-        "data.train_empty": True if args.train_empty else None,
+        "model.masks": False if args.no_masks else None, "amp.dtype": args.amp,
+        "data.train_empty": True if args.train_empty else None, **engine_flags(args),
     }
     dataset = dataset_overrides(args.dataset) if args.dataset else []
-    return dataset + _overrides(flags) + list(args.overrides)
+    return dataset + as_overrides(flags) + list(args.overrides)
 
 
 DATASET_KEYS = ("train_images", "train_ann", "val_images", "val_ann")
@@ -115,20 +100,14 @@ def dataset_overrides(path: str) -> list[str]:
     if unknown:
         raise UserError(f"{path}: unknown key(s) {unknown}; a dataset file holds {', '.join(DATASET_KEYS)}")
     base = Path(path).resolve().parent
-    return _overrides({f"data.{k}": str(base / str(v)) for k, v in spec.items() if v})
+    return as_overrides({f"data.{k}": str(base / str(v)) for k, v in spec.items() if v})
 
 
 def _train(args: argparse.Namespace) -> int:
     from botnet.detection.api import resolve_train_config, train_detector
     from botnet.errors import UserError
 
-    out = args.out
-    if out is None:
-        if args.resume is None:
-            raise UserError("--out is required (or --resume RUN_FOLDER to continue a run in place)")
-        from botnet.engine.checkpoint import resolve_resume, run_dir_of
-
-        out = run_dir_of(resolve_resume(args.resume))
+    out = run_folder(args)
     cfg = resolve_train_config(args.config, train_overrides(args), resume=args.resume)
     if not (cfg.data.train_images and cfg.data.train_ann):
         raise UserError("--data IMAGE_DIR and --ann INSTANCES.json are required (or a recipe with data paths)")

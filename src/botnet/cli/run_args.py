@@ -1,0 +1,45 @@
+"""Flags that every ``botnet train TASK`` takes: the engine's, not the task's."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from botnet.errors import UserError
+
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example: float) -> None:
+    p.add_argument("--out", help="run folder (default: the --resume run's folder)")
+    p.add_argument("--config", help=f"recipe YAML: a path or a shipped name such as {recipe_example}")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="images per process and step")
+    p.add_argument("--workers", type=int, help="data-loading processes per training process")
+    p.add_argument("--device", choices=DEVICES)
+    p.add_argument("--resume", metavar="PATH", help="continue a run: its folder or a checkpoint file")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override any config field, e.g. --set optim.lr={lr_example} (repeatable)")
+
+
+def engine_flags(args: argparse.Namespace) -> dict:
+    """Config keys set by the engine flags (None: not given)."""
+    return {"train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.workers": args.workers,
+            "train.device": args.device, "data.strict": True if args.strict else None}
+
+
+def as_overrides(flags: dict) -> list[str]:
+    # values as JSON (valid YAML), so paths with ':' or '#' survive the override parser
+    return [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    """``--out``, or the folder of the run that ``--resume`` continues."""
+    if args.out is not None:
+        return Path(args.out)
+    if args.resume is None:
+        raise UserError("--out is required (or --resume RUN_FOLDER to continue a run in place)")
+    from botnet.engine.checkpoint import resolve_resume, run_dir_of
+
+    return run_dir_of(resolve_resume(args.resume))
