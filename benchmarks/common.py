@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from botnet.io import write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -106,8 +108,23 @@ def write_report(name: str, title: str, info: dict, sections: list[str], data: d
             "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
     text = "\n".join(head + [s + "\n" for s in sections])
     path = RESULTS / f"{name}.md"
-    path.write_text(text)
+    write_text(path, text)
     if data is not None:
-        (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "command": command(), **data}, indent=1))
+        write_text(RESULTS / f"{name}.json", json.dumps({"machine": info, "command": command(), **data}, indent=1))
     print(text)
     return path
+
+
+def run_parts(args, name: str, title: str, parts: dict[int, Callable[[torch.device], tuple[str, dict]]]) -> Path:
+    """Run the parts selected by ``args.part`` on ``args.device`` (threads from ``args.threads``)
+    and write them as one report, ``results/NAME_partNN[_cuda].md``."""
+    setup_threads(args.threads)
+    device = torch.device(args.device)
+    info = machine(device)
+    sections, data = [], {}
+    for number in sorted(args.part):
+        text, data[f"part{number}"] = parts[number](device)
+        sections.append(text)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    numbers = "".join(str(n) for n in sorted(args.part))
+    return write_report(f"{name}_part{numbers}{suffix}", f"{title} ({device.type})", info, sections, data)

@@ -101,19 +101,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = p.parse_args()
-    common.setup_threads(args.threads)
-    device = torch.device(args.device)
-    info = common.machine(device)
-    sections, data = [], {}
-    if 1 in args.part:
-        text, data["part1"] = part1(args)
-        sections.append(text)
-    if 2 in args.part:
-        text, data["part2"] = part2(args, device)
-        sections.append(text)
-    suffix = "" if device.type == "cpu" else f"_{device.type}"
-    parts = "".join(str(p) for p in args.part)
-    common.write_report(f"compile_part{parts}{suffix}", f"torch.compile ({device.type})", info, sections, data)
+    common.run_parts(args, "compile", "torch.compile",
+                     {1: lambda device: part1(args), 2: lambda device: part2(args, device)})
 
 
 if __name__ == "__main__":
