@@ -32,18 +32,15 @@ def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,
 def load_classifier(weights: str | os.PathLike, img_size: int | None = None,
                     device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A model rebuilt from a weights file written by training, and the file's metadata."""
-    from botnet.models import BoTNet, ModelConfig
-    from botnet.weights import load_weights, read_metadata
+    from botnet.api import build_classifier_from_file
+    from botnet.weights import read_metadata
 
     meta = read_metadata(weights)
     if not meta.get("class_names") or "config" not in meta:
         raise UserError(f"{weights}: no class names / model description in this file; "
                         "use the model.safetensors or best.safetensors of a classification run")
-    model_cfg = ModelConfig.from_dict(meta["config"])
-    if img_size:
-        model_cfg = model_cfg.replace(input_size=(img_size, img_size))
-    model = BoTNet(model_cfg, num_classes=len(meta["class_names"]), name=meta.get("model", ""))
-    load_weights(model, weights)  # resizes the position tables when img_size changed
+    # the position tables are resized when img_size differs from the size trained at
+    model = build_classifier_from_file(weights, meta, img_size=img_size)
     return model.to(device).eval(), meta
 
 
