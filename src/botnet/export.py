@@ -195,6 +195,15 @@ def _max_diff(got: Sequence[Any], want: Sequence[torch.Tensor], what: str) -> fl
     return worst
 
 
+def _require_onnx() -> None:
+    """ONNX export needs packages that are an optional extra: say so before any work is done."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"ONNX export needs {', '.join(missing)}: pip install 'botnet[export]'")
+
+
 def onnx_session(path: str | os.PathLike):
     """An onnxruntime CPU session (warnings about shapes inferred for loops are silenced)."""
     import onnxruntime as ort
@@ -294,6 +303,8 @@ def export_model(
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if format == "onnx":
+        _require_onnx()
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the file to write")

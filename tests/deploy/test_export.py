@@ -145,3 +145,16 @@ def test_failed_check_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(ExportCheckError, match="differs from PyTorch"):
         export_model("resnet_tiny", out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_export_without_the_extra_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from botnet.errors import UserError
+    from botnet.export import export_model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(UserError, match=r"needs onnxruntime: pip install 'botnet\[export\]'"):
+        export_model("botnet_tiny", tmp_path / "m.onnx", format="onnx")
+    assert not (tmp_path / "m.onnx").exists()
