@@ -6,9 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from botnet.detection.config import DetDataConfig, DetectionConfig, DetModelConfig
@@ -89,14 +87,10 @@ def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """(3, H, W) uint8 RGB; a missing or unreadable file is a :class:`UserError` naming it."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such image") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    from botnet.api import read_image as read_float_image
+
+    # the float image is k / 255 for uint8 k, so rounding recovers the bytes exactly
+    return read_float_image(path).mul(255).round_().to(torch.uint8)
 
 
 @torch.no_grad()
