@@ -43,6 +43,8 @@ class DetModelConfig:
     box_representation: int = 1024
     mask_head_channels: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
     roi_sampling_ratio: int = 2
+    #: RoIAlign sampling: auto (a row gather on CPU, torchvision's op elsewhere) | gather | torchvision
+    roi_align_impl: str = "auto"
     detections_per_img: int = 100
     score_thresh: float = 0.05
 

@@ -18,9 +18,10 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from botnet.detection.roi_align import ROI_ALIGN_IMPLS, GatherMultiScaleRoIAlign
 from botnet.errors import UserError
 
 NORMS = ("bn", "frozen", "syncbn")
@@ -110,6 +111,7 @@ def build_maskrcnn(
     box_representation: int = 1024,
     mask_head_channels: Sequence[int] = (256, 256, 256, 256),
     roi_sampling_ratio: int = 2,
+    roi_align_impl: str = "auto",
     detections_per_img: int = 100,
     score_thresh: float = 0.05,
 ) -> nn.Module:
@@ -121,17 +123,21 @@ def build_maskrcnn(
     torch.distributed is initialised, as in the paper). ``anchor_sizes`` gives one size per level
     p2..p6 (the defaults suit a 1024 canvas), each multiplied by every ``anchor_scales`` factor
     (1, 2^(1/3), 2^(2/3) gives denser scales). The sample counts, head widths and RoIAlign sampling
-    ratio trade accuracy for speed (see the demo recipe).
+    ratio trade accuracy for speed (see the demo recipe). ``roi_align_impl``: how the RoI poolers
+    sample (:mod:`botnet.detection.roi_align`): "auto" (the row gather on CPU, torchvision's op
+    elsewhere), "gather" or "torchvision"; all compute torchvision's RoIAlign.
     """
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
     if len(anchor_sizes) != 5:
         raise UserError(f"anchor_sizes needs one size per pyramid level p2..p6 (5), got {list(anchor_sizes)}")
+    if roi_align_impl not in ROI_ALIGN_IMPLS:
+        raise UserError(f"roi_align_impl must be one of {ROI_ALIGN_IMPLS}, got {roi_align_impl!r}")
     body = build_backbone(backbone, norm, canvas, backbone_weights, freeze_at, fpn_channels,
                           **(backbone_overrides or {}))
     sizes = tuple(tuple(float(s * k) for k in anchor_scales) for s in anchor_sizes)
     anchors = AnchorGenerator(sizes, (tuple(aspect_ratios),) * 5)
-    box_pool = MultiScaleRoIAlign(list(FPN_NAMES), output_size=7, sampling_ratio=roi_sampling_ratio)
+    box_pool = GatherMultiScaleRoIAlign(list(FPN_NAMES), 7, roi_sampling_ratio, impl=roi_align_impl)
     common = dict(
         min_size=canvas, max_size=canvas, rpn_anchor_generator=anchors,
         rpn_pre_nms_top_n_train=rpn_pre_nms_train, rpn_post_nms_top_n_train=rpn_post_nms_train,
@@ -146,7 +152,7 @@ def build_maskrcnn(
         mask_channels = list(mask_head_channels)
         model = MaskRCNN(
             body, num_classes=None, **common,
-            mask_roi_pool=MultiScaleRoIAlign(list(FPN_NAMES), output_size=14, sampling_ratio=roi_sampling_ratio),
+            mask_roi_pool=GatherMultiScaleRoIAlign(list(FPN_NAMES), 14, roi_sampling_ratio, impl=roi_align_impl),
             mask_head=MaskRCNNHeads(fpn_channels, mask_channels, 1),
             mask_predictor=MaskRCNNPredictor(mask_channels[-1], mask_channels[-1], num_classes + 1),
         )
