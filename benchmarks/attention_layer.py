@@ -2,7 +2,7 @@
 inference) on the BoT50 c5 shape, and peak training memory on the first c5 block's 64 x 64 map.
 
 Candidates, all with the same weights and the same function (checked before timing):
-  ours         MHSA2d, attn_impl="auto" (what the models use)
+  ours         MHSA2d, attn_impl="auto" (what the models use: on CPU the chunked path)
   ours-fold    MHSA2d, position logits folded into q/k, one fused SDPA call
   ours-bias    MHSA2d, (B, heads, N, N) additive bias passed to SDPA
   plain-sdpa   MHSA2d with pos_enc=None: the same layer without the position term (the floor)

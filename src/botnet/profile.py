@@ -48,7 +48,7 @@ _register_cpu_sdpa_flops()
 
 @contextlib.contextmanager
 def attention_impl(model: nn.Module, impl: str) -> Iterator[None]:
-    """Temporarily switch every MHSA2d in ``model`` to ``impl`` ("fold" or "bias")."""
+    """Temporarily switch every MHSA2d in ``model`` to ``impl`` (one of ``ATTN_IMPLS``)."""
     layers = [m for m in model.modules() if isinstance(m, MHSA2d)]
     saved = [m.attn_impl for m in layers]
     for m in layers:

@@ -1,8 +1,9 @@
 """Every attention path of MHSA2d computes the paper's function, forward and backward.
 
-The paths: "fold" on the CPU fused kernel with its hand-written backward (training on CPU), "fold"
-as one SDPA call (no autograd, or other devices), "bias" (an N x N additive bias), "auto" (fold
-with gradients, bias without). All are checked against the slow reference and against each other.
+The paths: "chunked" (per head and query block, hand-written backward; the CPU default), "fold"
+(one SDPA call with widened q / k), "bias" (an N x N additive bias), "auto" (chunked on CPU; fold
+with gradients and bias without elsewhere). All are checked against the slow reference and
+against each other.
 """
 import pytest
 import torch
@@ -79,16 +80,31 @@ def test_larger_map_than_tables_all_paths_agree():
             torch.testing.assert_close(value, results["bias"][key], rtol=1e-9, atol=1e-9, msg=f"{impl} {key}")
 
 
-def test_auto_picks_fold_for_training_and_bias_for_inference():
+def test_auto_picks_chunked_on_cpu_and_fused_kernels_elsewhere():
     m = _layer("auto", dtype=torch.float32)
     x = torch.randn(1, 12, 4, 6)
-    qkv = m._project(x)
-    assert m._pick_impl(qkv) == "fold"
+    assert m._pick_impl(m._project(x)) == "chunked"
     with torch.no_grad():
-        assert m._pick_impl(m._project(x)) == "bias"
+        assert m._pick_impl(m._project(x)) == "chunked"
+    meta = _layer("auto", dtype=torch.float32).to("meta")
+    assert meta._pick_impl(meta._project(x.to("meta"))) == "fold"
+    with torch.no_grad():
+        assert meta._pick_impl(meta._project(x.to("meta"))) == "bias"
 
 
-@pytest.mark.parametrize("impl", ["fold", "bias"])
+@pytest.mark.parametrize("feat, size", [((40, 30), (4, 6)), ((40, 40), (1, 3))])
+def test_chunked_query_blocks_match_bias_path(feat, size):
+    # a layer made for a large map splits queries into several blocks (some empty on a tiny map)
+    m = _layer("chunked", feat=feat)
+    x = torch.randn(2, 12, *size, dtype=torch.float64)
+    chunked = _grads(m, x)
+    m.attn_impl = "bias"
+    bias = _grads(m, x)
+    for key in chunked:
+        torch.testing.assert_close(chunked[key], bias[key], rtol=1e-9, atol=1e-9, msg=key)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "fold", "bias"])
 def test_channels_last_input_same_result(impl):
     m = _layer(impl, dtype=torch.float32)
     x = torch.randn(2, 12, 4, 6)
@@ -98,8 +114,9 @@ def test_channels_last_input_same_result(impl):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_training_close_to_fp32():
-    m = _layer("fold", dtype=torch.float32)
+@pytest.mark.parametrize("impl", ["chunked", "fold"])
+def test_bf16_training_close_to_fp32(impl):
+    m = _layer(impl, dtype=torch.float32)
     x = torch.randn(2, 12, 4, 6)
     full = _grads(m, x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -115,11 +132,11 @@ def test_qkv_bias_and_dim_head():
     with torch.no_grad():
         m.qkv.bias.normal_()
     x = torch.randn(2, 8, 3, 2, dtype=torch.float64)
-    fold = _grads(m, x)
+    auto = _grads(m, x)
     m.attn_impl = "bias"
     bias = _grads(m, x)
-    for key in fold:
-        torch.testing.assert_close(fold[key], bias[key], rtol=1e-9, atol=1e-9, msg=key)
+    for key in auto:
+        torch.testing.assert_close(auto[key], bias[key], rtol=1e-9, atol=1e-9, msg=key)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

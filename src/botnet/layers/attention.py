@@ -27,116 +27,137 @@ from botnet.layers.pos_embed import (
 )
 
 POS_ENCODINGS = ("relative", "absolute", None)
-#: How the relative term reaches the fused kernel:
-#: "fold" appends per-query position logits to q and one-hot key positions to k (no N x N bias);
+#: How the relative term is computed:
+#: "chunked" one head and one block of queries at a time with the position logits as a broadcast
+#: bias of the block (``_ChunkedRelativeAttention``; no N x N tensor, every matmul at head dim d);
+#: "fold" appends per-query position logits to q and one-hot key positions to k, one fused
+#: ``F.scaled_dot_product_attention`` call (no N x N bias; head dim d + H + W);
 #: "bias" builds the (B, heads, N, N) additive bias and passes it as ``attn_mask``;
 #: "auto" picks per call (see ``MHSA2d._pick_impl``; the figures are in BENCHMARKS.md).
-ATTN_IMPLS = ("auto", "fold", "bias")
+ATTN_IMPLS = ("auto", "chunked", "fold", "bias")
 
 
-_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-_CPU_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+#: Queries per block of the "chunked" path at the layer's configured map size (``feat_size``);
+#: the block count is fixed per layer, so the graph never depends on the input size.
+QUERY_BLOCK = 256
 
 
 def _fold(q, k, v, logits_h, logits_w, onehot):
     """The fold's inputs to one fused call: ``[q | l_h | l_w]``, ``[k | onehots]``, ``[v | 0]``.
 
-    The fused CPU kernel wants one head dim for q, k and v, hence the zero padding of v (its
-    columns of the output are zero and are dropped)."""
+    The fused kernels want one head dim for q, k and v, hence the zero padding of v (its columns
+    of the output are zero and are dropped)."""
     q_aug = torch.cat([q, logits_h.to(q.dtype), logits_w.to(q.dtype)], dim=-1)
     k_aug = torch.cat([k, onehot.to(k.dtype).expand(*k.shape[:-1], -1)], dim=-1)
     return q_aug, k_aug, F.pad(v, (0, onehot.shape[-1]))
 
 
-class _RelativeAttentionCPU(torch.autograd.Function):
-    """The fold on the CPU fused kernel with a backward that keeps only what cannot be recomputed.
+def _blocks(n, count: int) -> list[tuple]:
+    # ``count`` query blocks covering 0..n (some empty when n < count)
+    return [(n * i // count, n * (i + 1) // count) for i in range(count)]
 
-    Autograd through ``F.scaled_dot_product_attention(q_aug, k_aug, v_aug)`` keeps the widened
-    (B, heads, N, d + H + W) inputs and output for the backward, and the backward holds widened
-    gradients of every head at once: about 2.5x the memory of plain attention on a 64 x 64 map,
-    where the width doubles. Here the widened tensors exist for one head at a time, in buffers
-    reused across heads, and the forward keeps only the projection (which plain attention keeps
-    too), the d-wide output and the log-sum-exp. The backward recomputes each head's position
-    logits (small matmuls), calls the kernel's own backward and applies the chain rule of the
-    position logits by hand. The loops run over the heads, a constant of the layer, never over
-    sizes. (One call over all heads saves a few small copies per head but holds every head's
-    widened tensors at once: 1.9x plain attention's peak memory at 64 x 64 instead of 1.5x.)
+
+class _ChunkedRelativeAttention(torch.autograd.Function):
+    """Relative-position attention one head and one block of queries at a time, never N x N whole.
+
+    For a block of queries it forms ``scale * q k^T + (b_h[key row] + b_w[key column])`` with one
+    ``baddbmm`` (the position logits b_h, b_w are per-query (H,) and (W,) vectors, scaled, added
+    as a broadcast bias of the block), a softmax and a matmul with v: every matmul runs at the
+    head dim d, where the fold runs the fused kernel at d + H + W, and the (block, N) scores of
+    one head are the only large temporaries. The forward keeps its inputs (the projection and the
+    tables) and its output; the backward recomputes each block's probabilities (as flash
+    attention does), takes the softmax backward in place using ``grad_out . out`` for the
+    row sums, and applies the chain rule of the position logits by hand. Loops run over the
+    heads and a per-layer block count, never over input sizes.
+
+    Precision: in float32 and float64 this is the spec's maths to rounding. With bf16 inputs
+    (autocast) the scores come out of a bf16 matmul, as in any autocast matmul (the fused kernel
+    keeps them in float32); the softmax computes in float32 internally and gradients of k, v and
+    the tables accumulate across blocks in float32.
 
     qkv: (B, H, W, 3, heads, d), the projection; table_h (H, H, d) with ``table_h[a, c] =
-    R_h[c - a + H - 1]``, table_w (W, W, d) likewise; onehot (H * W, H + W).
-    Returns the (B, H * W, heads, d) attention output.
+    R_h[c - a + H - 1]``, table_w (W, W, d) likewise. Returns the (B, H * W, heads, d) output.
     """
 
     @staticmethod
-    def _logits(q, table_h, table_w):
-        # q (B, H, W, heads, d) -> (B, H, W, heads, H + W): [q_ab . R_h[c - a + H - 1] | q_ab . R_w[e - b + W - 1]]
-        return torch.cat([torch.einsum("zabnd,acd->zabnc", q, table_h),
-                          torch.einsum("zabnd,bed->zabne", q, table_w)], dim=-1)
+    def _position_logits(q, table_h, table_w, scale: float):
+        # q (B, H, W, d) -> scale * [q_ab . R_h[c - a + H - 1]] (B, N, H) and the same over columns (B, N, W)
+        b, height, width, _ = q.shape
+        logits_h = torch.einsum("zabd,acd->zabc", q, table_h).mul_(scale)
+        logits_w = torch.einsum("zabd,bed->zabe", q, table_w).mul_(scale)
+        return logits_h.reshape(b, height * width, height), logits_w.reshape(b, height * width, width)
 
     @staticmethod
-    def _buffers(qkv, onehot, count: int):
-        # one head's widened (B, N, 1, d + H + W) tensors, reused across heads; zero padding and
-        # the key one-hots are written once
-        b, height, width, _, _, d = qkv.shape
-        bufs = [qkv.new_zeros(b, height * width, 1, d + height + width) for _ in range(count)]
-        bufs[1][..., d:] = onehot[:, None]
-        return bufs
+    def _probs(q, k_t, bias_h, bias_w, scale: float):
+        # softmax over the keys of one query block: (B, c, N)
+        b, c = q.shape[:2]
+        scores = (bias_h[..., :, None] + bias_w[..., None, :]).view(b, c, k_t.shape[-1])
+        return torch.softmax(scores.baddbmm_(q, k_t, alpha=scale), -1)
 
     @staticmethod
-    def _fill(bufs, q, k, v, table_h, table_w, i: int):
-        # head i's [q | position logits], [k | one-hots], [v | 0]; returns its q (B, H, W, 1, d)
-        b, height, width, _, d = q.shape
-        n = height * width
-        h = slice(i, i + 1)
-        q_head = q[..., h, :]
-        bufs[0][..., :d] = q_head.reshape(b, n, 1, d)
-        bufs[0][..., d:] = _RelativeAttentionCPU._logits(q_head, table_h, table_w).reshape(b, n, 1, height + width)
-        bufs[1][..., :d] = k[..., h, :].reshape(b, n, 1, d)
-        bufs[2][..., :d] = v[..., h, :].reshape(b, n, 1, d)
-        return q_head
-
-    @staticmethod
-    def forward(ctx, qkv, table_h, table_w, onehot, scale: float):
+    def forward(ctx, qkv, table_h, table_w, scale: float, blocks: int):
         b, height, width, _, heads, d = qkv.shape
-        q, k, v = qkv.unbind(3)
-        bufs = _RelativeAttentionCPU._buffers(qkv, onehot, 3)
-        out = qkv.new_empty(b, height * width, heads, d)
-        lse = []
-        for i in range(heads):
-            _RelativeAttentionCPU._fill(bufs, q, k, v, table_h, table_w, i)
-            o, l = _CPU_FLASH(*(t.transpose(1, 2) for t in bufs), scale=scale)
-            out[:, :, i] = o[:, 0, :, :d]
-            lse.append(l)
-        ctx.save_for_backward(qkv, table_h, table_w, onehot, out, torch.cat(lse, 1))
-        ctx.scale = scale
+        n = height * width
+        with torch.autocast(qkv.device.type, enabled=False):
+            q, k, v = qkv.view(b, n, 3, heads, d).unbind(2)  # each (B, N, heads, d)
+            out = qkv.new_empty(b, n, heads, d)
+            for i in range(heads):
+                bias_h, bias_w = _ChunkedRelativeAttention._position_logits(qkv[..., 0, i, :], table_h, table_w, scale)
+                k_t = k[:, :, i].transpose(1, 2)
+                for lo, hi in _blocks(n, blocks):
+                    p = _ChunkedRelativeAttention._probs(q[:, lo:hi, i], k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
+                    out[:, lo:hi, i] = torch.bmm(p, v[:, :, i])
+        ctx.save_for_backward(qkv, table_h, table_w, out)
+        ctx.scale, ctx.blocks = scale, blocks
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        qkv, table_h, table_w, onehot, out, lse = ctx.saved_tensors
+        qkv, table_h, table_w, out = ctx.saved_tensors
+        scale, blocks = ctx.scale, ctx.blocks
         b, height, width, _, heads, d = qkv.shape
-        q, k, v = qkv.unbind(3)
-        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
-        grad_h, grad_w = torch.zeros_like(table_h), torch.zeros_like(table_w)
-        bufs = _RelativeAttentionCPU._buffers(qkv, onehot, 5)  # q, k, v, out, grad_out
-        grad_out = grad_out.to(qkv.dtype)
-        for i in range(heads):
-            q_head = _RelativeAttentionCPU._fill(bufs, q, k, v, table_h, table_w, i)[..., 0, :]
-            bufs[3][..., :d] = out[:, :, i: i + 1]
-            bufs[4][..., :d] = grad_out[:, :, i: i + 1]
-            q_aug, k_aug, v_aug, o_aug, g_aug = (t.transpose(1, 2) for t in bufs)
-            gq, gk, gv = _CPU_FLASH_BACKWARD(g_aug, q_aug, k_aug, v_aug, o_aug, lse[:, i: i + 1], 0.0, False,
-                                             scale=ctx.scale)
-            gq, gk, gv = (t.transpose(1, 2).reshape(b, height, width, -1) for t in (gq, gk, gv))
-            g_h, g_w = gq[..., d: d + height], gq[..., d + height:]
-            # the position logits are small matmuls of q with the tables: their chain rule by hand
-            grad_qkv[..., 0, i, :] = (gq[..., :d] + torch.einsum("zabc,acd->zabd", g_h, table_h)
-                                      + torch.einsum("zabe,bed->zabd", g_w, table_w))
-            grad_h += torch.einsum("zabc,zabd->acd", g_h, q_head)
-            grad_w += torch.einsum("zabe,zabd->bed", g_w, q_head)
-            grad_qkv[..., 1, i, :] = gk[..., :d]
-            grad_qkv[..., 2, i, :] = gv[..., :d]
-        return grad_qkv, grad_h, grad_w, None, None
+        n = height * width
+        acc = torch.promote_types(qkv.dtype, torch.float32)  # accumulators across blocks and heads
+        with torch.autocast(qkv.device.type, enabled=False):
+            grad_out = grad_out.to(qkv.dtype)
+            # softmax backward needs sum_k p_k dp_k per query, which equals grad_out . out
+            deltas = (grad_out.to(acc) * out.to(acc)).sum(-1)  # (B, N, heads)
+            q, k, v = qkv.view(b, n, 3, heads, d).unbind(2)
+            grad_qkv = qkv.new_empty(b, n, 3, heads, d)
+            grad_q, grad_k, grad_v = grad_qkv.unbind(2)
+            grad_h = torch.zeros_like(table_h, dtype=acc)
+            grad_w = torch.zeros_like(table_w, dtype=acc)
+            for i in range(heads):
+                q_grid = qkv[..., 0, i, :]
+                bias_h, bias_w = _ChunkedRelativeAttention._position_logits(q_grid, table_h, table_w, scale)
+                grad_bias_h = torch.empty_like(bias_h, dtype=acc)
+                grad_bias_w = torch.empty_like(bias_w, dtype=acc)
+                k_i, v_i = k[:, :, i], v[:, :, i]
+                k_t, v_t = k_i.transpose(1, 2), v_i.transpose(1, 2)
+                grad_k_i = torch.zeros(b, n, d, dtype=acc, device=qkv.device)
+                grad_v_i = torch.zeros_like(grad_k_i)
+                for lo, hi in _blocks(n, blocks):
+                    q_blk, g = q[:, lo:hi, i], grad_out[:, lo:hi, i]
+                    p = _ChunkedRelativeAttention._probs(q_blk, k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
+                    grad_v_i += torch.bmm(p.transpose(1, 2), g)
+                    # the gradient of the block's scores (scale * q.k + position bias), in place
+                    grad_s = torch.bmm(g, v_t).sub_(deltas[:, lo:hi, i, None]).mul_(p)
+                    per_key = grad_s.view(b, hi - lo, height, width)
+                    grad_bias_h[:, lo:hi] = per_key.sum(-1, dtype=acc)
+                    grad_bias_w[:, lo:hi] = per_key.sum(-2, dtype=acc)
+                    grad_q[:, lo:hi, i] = torch.bmm(grad_s, k_i).mul_(scale)
+                    grad_k_i += torch.bmm(grad_s.transpose(1, 2), q_blk)
+                grad_k[:, :, i] = grad_k_i.mul_(scale)
+                grad_v[:, :, i] = grad_v_i
+                # the position logits are small matmuls of q with the tables: their chain rule by hand
+                g_h = grad_bias_h.mul_(scale).view(b, height, width, height)
+                g_w = grad_bias_w.mul_(scale).view(b, height, width, width)
+                grad_q[:, :, i] += (torch.einsum("zabc,acd->zabd", g_h, table_h.to(acc))
+                                    + torch.einsum("zabe,bed->zabd", g_w, table_w.to(acc))).reshape(b, n, d).to(qkv.dtype)
+                grad_h += torch.einsum("zabc,zabd->acd", g_h, q_grid.to(acc))
+                grad_w += torch.einsum("zabe,zabd->bed", g_w, q_grid.to(acc))
+        return (grad_qkv.view(b, height, width, 3, heads, d), grad_h.to(table_h.dtype), grad_w.to(table_w.dtype),
+                None, None)
 
 
 def _pair(size) -> tuple[int, int]:
@@ -224,17 +245,19 @@ class MHSA2d(nn.Module):
     def _pick_impl(self, qkv: torch.Tensor) -> str:
         if self.attn_impl != "auto":
             return self.attn_impl
-        # Training needs the gradient of the position logits: a bias that requires grad drops SDPA
-        # to its unfused path (slower than fold, and an N x N tensor per head). Without gradients
-        # the fused kernel takes the bias at almost no cost and runs at head dim d instead of
-        # d + H + W. The choice depends on grad mode only, never on sizes.
+        # CPU: the chunked path, in training and inference (BENCHMARKS.md: faster than the fused
+        # kernel at d + H + W, and than a bias that materialises N x N). Elsewhere (CUDA) the fused
+        # kernels: with gradients the fold (a bias that requires grad loses the fused kernel),
+        # without them a no-grad bias at head dim d. Depends on device and grad mode, never on sizes.
+        if qkv.device.type == "cpu":
+            return "chunked"
         return "fold" if torch.is_grad_enabled() and qkv.requires_grad else "bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self._project(x)
         size = (x.shape[2], x.shape[3])
-        if self.pos_enc == "relative" and self._cpu_training_fold(qkv):
-            return self._relative_attention_cpu(qkv, size)
+        if self.pos_enc == "relative" and self._pick_impl(qkv) == "chunked":
+            return self._relative_attention_chunked(qkv, size)
         q, k, v = self._split_heads(qkv)
         if self.pos_enc == "relative":
             out = self._relative_attention(q, k, v, size)
@@ -246,12 +269,7 @@ class MHSA2d(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self._merge_heads(out, size)
 
-    def _cpu_training_fold(self, qkv: torch.Tensor) -> bool:
-        # device and grad mode only: the graph never depends on sizes
-        return (qkv.device.type == "cpu" and _CPU_FLASH_BACKWARD is not None and self._pick_impl(qkv) == "fold"
-                and torch.is_grad_enabled() and qkv.requires_grad)
-
-    def _relative_attention_cpu(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def _relative_attention_chunked(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         height, width = size
         b = qkv.shape[0]
         tables = []
@@ -259,9 +277,10 @@ class MHSA2d(nn.Module):
             pos = torch.arange(length, device=qkv.device)
             # expanded[a, c] = R[c - a + L - 1]: the rows each query position reads
             tables.append(rel_table_for_length(table, length)[pos[None, :] - pos[:, None] + (length - 1)].to(qkv.dtype))
-        onehot = key_position_onehots(size, qkv.device, qkv.dtype)
+        hr, wr = self.feat_size
+        blocks = -(-hr * wr // QUERY_BLOCK)
         grid = qkv.view(b, height, width, 3, self.heads, self.dim_head)
-        out = _RelativeAttentionCPU.apply(grid, tables[0], tables[1], onehot, self.scale)  # (B, N, heads, d)
+        out = _ChunkedRelativeAttention.apply(grid, tables[0], tables[1], self.scale, blocks)  # (B, N, heads, d)
         return out.view(b, height, width, self.out_dim).permute(0, 3, 1, 2)
 
     def _relative_attention(self, q, k, v, size: tuple[int, int]) -> torch.Tensor:
@@ -273,6 +292,6 @@ class MHSA2d(nn.Module):
             bias = relative_bias_2d(logits_h * self.scale, logits_w * self.scale).to(q.dtype)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         onehot = key_position_onehots(size, q.device, k.dtype)
-        # one call over all heads (CUDA: flash / memory-efficient kernels; CPU without autograd)
+        # one call over all heads (CUDA: flash / memory-efficient kernels)
         out = F.scaled_dot_product_attention(*_fold(q, k, v, logits_h, logits_w, onehot), scale=self.scale)
         return out[..., : self.dim_head]
