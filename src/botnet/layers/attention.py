@@ -103,10 +103,13 @@ class _ChunkedRelativeAttention(torch.autograd.Function):
             out = qkv.new_empty(b, n, heads, d)
             for i in range(heads):
                 bias_h, bias_w = _ChunkedRelativeAttention._position_logits(qkv[..., 0, i, :], table_h, table_w, scale)
-                k_t = k[:, :, i].transpose(1, 2)
+                # one contiguous copy of the head's q, k, v: strided operands would be copied by
+                # every block's matmul
+                q_i, k_i, v_i = (t[:, :, i].contiguous() for t in (q, k, v))
+                k_t = k_i.transpose(1, 2)
                 for lo, hi in _blocks(n, blocks):
-                    p = _ChunkedRelativeAttention._probs(q[:, lo:hi, i], k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
-                    out[:, lo:hi, i] = torch.bmm(p, v[:, :, i])
+                    p = _ChunkedRelativeAttention._probs(q_i[:, lo:hi], k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
+                    out[:, lo:hi, i] = torch.bmm(p, v_i)
         ctx.save_for_backward(qkv, table_h, table_w, out)
         ctx.scale, ctx.blocks = scale, blocks
         return out
@@ -121,7 +124,7 @@ class _ChunkedRelativeAttention(torch.autograd.Function):
         with torch.autocast(qkv.device.type, enabled=False):
             grad_out = grad_out.to(qkv.dtype)
             # softmax backward needs sum_k p_k dp_k per query, which equals grad_out . out
-            deltas = (grad_out.to(acc) * out.to(acc)).sum(-1)  # (B, N, heads)
+            deltas = (grad_out.to(acc) * out.to(acc)).sum(-1).to(qkv.dtype)  # (B, N, heads)
             q, k, v = qkv.view(b, n, 3, heads, d).unbind(2)
             grad_qkv = qkv.new_empty(b, n, 3, heads, d)
             grad_q, grad_k, grad_v = grad_qkv.unbind(2)
@@ -132,19 +135,20 @@ class _ChunkedRelativeAttention(torch.autograd.Function):
                 bias_h, bias_w = _ChunkedRelativeAttention._position_logits(q_grid, table_h, table_w, scale)
                 grad_bias_h = torch.empty_like(bias_h, dtype=acc)
                 grad_bias_w = torch.empty_like(bias_w, dtype=acc)
-                k_i, v_i = k[:, :, i], v[:, :, i]
+                q_i, k_i, v_i, g_i = (t[:, :, i].contiguous() for t in (q, k, v, grad_out))
                 k_t, v_t = k_i.transpose(1, 2), v_i.transpose(1, 2)
                 grad_k_i = torch.zeros(b, n, d, dtype=acc, device=qkv.device)
                 grad_v_i = torch.zeros_like(grad_k_i)
                 for lo, hi in _blocks(n, blocks):
-                    q_blk, g = q[:, lo:hi, i], grad_out[:, lo:hi, i]
+                    q_blk, g = q_i[:, lo:hi], g_i[:, lo:hi]
                     p = _ChunkedRelativeAttention._probs(q_blk, k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
                     grad_v_i += torch.bmm(p.transpose(1, 2), g)
                     # the gradient of the block's scores (scale * q.k + position bias), in place
                     grad_s = torch.bmm(g, v_t).sub_(deltas[:, lo:hi, i, None]).mul_(p)
                     per_key = grad_s.view(b, hi - lo, height, width)
-                    grad_bias_h[:, lo:hi] = per_key.sum(-1, dtype=acc)
-                    grad_bias_w[:, lo:hi] = per_key.sum(-2, dtype=acc)
+                    # (reduced-precision sums accumulate in float32 inside; no widened copy)
+                    grad_bias_h[:, lo:hi] = per_key.sum(-1)
+                    grad_bias_w[:, lo:hi] = per_key.sum(-2)
                     grad_q[:, lo:hi, i] = torch.bmm(grad_s, k_i).mul_(scale)
                     grad_k_i += torch.bmm(grad_s.transpose(1, 2), q_blk)
                 grad_k[:, :, i] = grad_k_i.mul_(scale)
