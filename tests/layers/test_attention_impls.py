@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from botnet.layers import MHSA2d
+from botnet.layers import attention
 from botnet.layers.attention import ATTN_IMPLS
 from tests.layers.reference import reference_mhsa
 
@@ -92,10 +93,13 @@ def test_auto_picks_chunked_on_cpu_and_fused_kernels_elsewhere():
         assert meta._pick_impl(meta._project(x.to("meta"))) == "bias"
 
 
-@pytest.mark.parametrize("feat, size", [((40, 30), (4, 6)), ((40, 40), (1, 3))])
-def test_chunked_query_blocks_match_bias_path(feat, size):
-    # a layer made for a large map splits queries into several blocks (some empty on a tiny map)
+@pytest.mark.parametrize("feat, size, rows", [((4, 6), (4, 6), 5), ((40, 40), (1, 3), 1)])
+def test_chunked_query_blocks_match_bias_path(feat, size, rows, monkeypatch):
+    # queries split into several blocks (eager: by a score budget), uneven ones included
+    monkeypatch.setattr(attention, "MIN_BLOCK_ROWS", rows)
+    monkeypatch.setattr(attention, "SCORES_PER_BLOCK", 2 * rows * size[0] * size[1])
     m = _layer("chunked", feat=feat)
+    assert m._query_blocks(2, size[0] * size[1]) == -(-size[0] * size[1] // rows)
     x = torch.randn(2, 12, *size, dtype=torch.float64)
     chunked = _grads(m, x)
     m.attn_impl = "bias"

@@ -27,9 +27,11 @@ def test_mhsa_has_no_graph_breaks(impl, grad):
     assert explanation.graph_count == 1
 
 
-@pytest.mark.parametrize("impl", ["fold", "bias"])  # "auto" is "fold" when training
-def test_mhsa_fullgraph_training_matches_eager(impl):
-    m = MHSA2d(16, heads=2, feat_size=(4, 5), attn_impl=impl)
+@pytest.mark.parametrize("impl, feat", [("chunked", (4, 5)), ("chunked", (24, 30)), ("fold", (4, 5)),
+                                       ("bias", (4, 5))])
+def test_mhsa_fullgraph_training_matches_eager(impl, feat):
+    # feat (24, 30): compiled, the chunked path splits the queries into 3 blocks (eager: 1)
+    m = MHSA2d(16, heads=2, feat_size=feat, attn_impl=impl)
     compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
     x = torch.randn(2, 16, 4, 5)
     results = []
@@ -43,13 +45,14 @@ def test_mhsa_fullgraph_training_matches_eager(impl):
         torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-6)
 
 
-def test_mhsa_dynamic_sizes_compile_once():
+@pytest.mark.parametrize("grad", [False, True])
+def test_mhsa_dynamic_sizes_compile_once(grad):
     m = MHSA2d(16, heads=2, feat_size=(4, 5))
     counter = torch._dynamo.testing.CompileCounter()
     compiled = torch.compile(m, backend=counter, dynamic=True, fullgraph=True)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         for size in [(4, 5), (6, 3), (7, 7)]:
-            compiled(torch.randn(1, 16, *size))
+            compiled(torch.randn(1, 16, *size, requires_grad=grad))
     assert counter.frame_count == 1
 
 

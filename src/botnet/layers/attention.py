@@ -37,8 +37,13 @@ POS_ENCODINGS = ("relative", "absolute", None)
 ATTN_IMPLS = ("auto", "chunked", "fold", "bias")
 
 
-#: Queries per block of the "chunked" path at the layer's configured map size (``feat_size``);
-#: the block count is fixed per layer, so the graph never depends on the input size.
+#: Query blocks of the "chunked" path. Eager: each block holds about ``SCORES_PER_BLOCK`` scores
+#: (batch x queries x keys; 8 MB in float32), at least ``MIN_BLOCK_ROWS`` queries: large enough
+#: for efficient matmuls, small enough that a 64 x 64 map trains within 1.5x plain attention's
+#: memory. Compiled or exported: ``QUERY_BLOCK`` queries at the layer's configured map size
+#: (``feat_size``), a per-layer constant, so the graph never depends on the input size.
+SCORES_PER_BLOCK = 2**21
+MIN_BLOCK_ROWS = 64
 QUERY_BLOCK = 256
 
 
@@ -273,6 +278,13 @@ class MHSA2d(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self._merge_heads(out, size)
 
+    def _query_blocks(self, batch: int, n: int) -> int:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            hr, wr = self.feat_size
+            return -(-hr * wr // QUERY_BLOCK)
+        rows = max(MIN_BLOCK_ROWS, SCORES_PER_BLOCK // (batch * n))
+        return -(-n // rows)
+
     def _relative_attention_chunked(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         height, width = size
         b = qkv.shape[0]
@@ -281,8 +293,7 @@ class MHSA2d(nn.Module):
             pos = torch.arange(length, device=qkv.device)
             # expanded[a, c] = R[c - a + L - 1]: the rows each query position reads
             tables.append(rel_table_for_length(table, length)[pos[None, :] - pos[:, None] + (length - 1)].to(qkv.dtype))
-        hr, wr = self.feat_size
-        blocks = -(-hr * wr // QUERY_BLOCK)
+        blocks = self._query_blocks(b, height * width)
         grid = qkv.view(b, height, width, 3, self.heads, self.dim_head)
         out = _ChunkedRelativeAttention.apply(grid, tables[0], tables[1], self.scale, blocks)  # (B, N, heads, d)
         return out.view(b, height, width, self.out_dim).permute(0, 3, 1, 2)
