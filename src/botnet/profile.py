@@ -7,8 +7,8 @@ Multiply-adds are counted by ``torch.utils.flop_counter`` (FLOPs / 2), not by ha
   with torch's own SDPA formulas.
 - Counts use the paper's formulation of the attention (q.k, attention.v and the small q.R
   products), i.e. every MHSA runs its "bias" path while counting. The "fold" path computes the
-  same function with a wider head dim (d + H + W) to stay on the fused kernel; that is an
-  implementation cost, not the model's.
+  same function with a wider head dim (d + H + W) to stay on the fused kernel, and the "chunked"
+  path recomputes its scores in the backward; those are implementation costs, not the model's.
 """
 from __future__ import annotations
 
