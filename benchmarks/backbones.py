@@ -84,7 +84,15 @@ def part1(args, device) -> tuple[str, dict]:
     title = (f"**forward_features at 1024 x 1024**, batch {args.batch1}, bf16 autocast, channels_last, median of "
              f"{args.rounds} alternating rounds ({args.clock} clock). Counted multiply-adds: resnet50 "
              f"{macs['resnet50']:.1f} G, botnet50 {macs['botnet50']:.1f} G ({macs['botnet50'] / macs['resnet50']:.2f}x)")
-    return title + "\n\n" + common.markdown_table(header, rows), data
+    text = title + "\n\n" + common.markdown_table(header, rows)
+    if args.profile:
+        for name in ("botnet50", "resnet50"):
+            model, x = prepare(name, 1024, args.batch1, device, True)
+            step = make_step(model, x, True, backbone=True)
+            step()
+            text += (f"\n\n**top ops of one training step, {name}** (forward_features at 1024, self CPU time)\n\n"
+                     + common.top_ops_table(step, args.profile))
+    return text, data
 
 
 def part2(args, device) -> tuple[str, dict]:
@@ -128,6 +136,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MFU_MODELS), choices=list(MFU_MODELS))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="part 1: also profile one training step of each model (top ROWS ops)")
     args = p.parse_args()
     common.run_parts(args, "backbones", "Whole backbones",
                      {1: lambda device: part1(args, device), 2: lambda device: part2(args, device)})

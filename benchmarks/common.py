@@ -128,3 +128,20 @@ def run_parts(args, name: str, title: str, parts: dict[int, Callable[[torch.devi
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     numbers = "".join(str(n) for n in sorted(args.part))
     return write_report(f"{name}_part{numbers}{suffix}", f"{title} ({device.type})", info, sections, data)
+
+
+def top_ops(step, rows: int) -> list[list]:
+    """The ``rows`` ops with the most self CPU time in one call of ``step``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [[e.key[:60], e.count, e.self_cpu_time_total / 1000, 100 * e.self_cpu_time_total / total]
+            for e in events[:rows]]
+
+
+def top_ops_table(step, rows: int) -> str:
+    return markdown_table(["op", "calls", "self ms", "% of step"], top_ops(step, rows))

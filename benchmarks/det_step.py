@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 import common
@@ -62,16 +61,6 @@ def make_step(model, images, targets, dtype):
     return step
 
 
-def top_ops(step, rows: int) -> list[list]:
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]
-                 if torch.cuda.is_available() else [ProfilerActivity.CPU]) as prof:
-        step()
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events)
-    return [[e.key[:60], e.count, e.self_cpu_time_total / 1000, 100 * e.self_cpu_time_total / total]
-            for e in events[:rows]]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -114,7 +103,7 @@ def main() -> None:
     for name in (OURS, STOCK):
         step = steps[name]
         sections.append(f"**top ops of one step, {name}** (self CPU time)\n\n"
-                        + common.markdown_table(["op", "calls", "self ms", "% of step"], top_ops(step, args.top)))
+                        + common.top_ops_table(step, args.top))
     common.write_report("det_step" + ("" if device.type == "cpu" else f"_{device.type}"),
                         f"Mask R-CNN training step ({device.type})", info, sections,
                         {"median_ms": med, "samples_s": samples})
