@@ -80,3 +80,12 @@ def test_falls_back_where_the_gather_does_not_apply():
     with pytest.raises(ValueError, match="sampling_ratio"):
         roi_align_levels([torch.zeros(1, 1, 4, 4)], torch.zeros(1, 5), torch.zeros(1, dtype=torch.long), [1.0],
                          (2, 2), 0)
+
+
+def test_no_rois_gives_an_empty_batch_like_torchvision():
+    feats = {"0": torch.randn(2, 8, 16, 16), "1": torch.randn(2, 8, 8, 8)}
+    boxes = [torch.zeros(0, 4), torch.zeros(0, 4)]
+    shapes = [(64, 64)] * 2
+    ours = GatherMultiScaleRoIAlign(["0", "1"], 7, 2, impl="gather")(feats, boxes, shapes)
+    ref = MultiScaleRoIAlign(["0", "1"], 7, 2)(feats, boxes, shapes)
+    assert ours.shape == ref.shape == (0, 8, 7, 7)
