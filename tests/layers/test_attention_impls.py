@@ -93,13 +93,19 @@ def test_auto_picks_chunked_on_cpu_and_fused_kernels_elsewhere():
         assert meta._pick_impl(meta._project(x.to("meta"))) == "bias"
 
 
+def test_chunked_plan_small_maps_all_heads_large_maps_per_head_blocks():
+    m = _layer("chunked")
+    assert m._plan(2, 24) == (3, 1)
+    assert m._plan(2, 4096) == (1, 4096 // (attention.SCORES_PER_BLOCK // (2 * 4096)))
+
+
 @pytest.mark.parametrize("feat, size, rows", [((4, 6), (4, 6), 5), ((40, 40), (1, 3), 1)])
 def test_chunked_query_blocks_match_bias_path(feat, size, rows, monkeypatch):
-    # queries split into several blocks (eager: by a score budget), uneven ones included
+    # one head at a time, queries split into blocks by the score budget (uneven blocks included)
     monkeypatch.setattr(attention, "MIN_BLOCK_ROWS", rows)
     monkeypatch.setattr(attention, "SCORES_PER_BLOCK", 2 * rows * size[0] * size[1])
     m = _layer("chunked", feat=feat)
-    assert m._query_blocks(2, size[0] * size[1]) == -(-size[0] * size[1] // rows)
+    assert m._plan(2, size[0] * size[1]) == (1, -(-size[0] * size[1] // rows))
     x = torch.randn(2, 12, *size, dtype=torch.float64)
     chunked = _grads(m, x)
     m.attn_impl = "bias"

@@ -28,8 +28,8 @@ from botnet.layers.pos_embed import (
 
 POS_ENCODINGS = ("relative", "absolute", None)
 #: How the relative term is computed:
-#: "chunked" one head and one block of queries at a time with the position logits as a broadcast
-#: bias of the block (``_ChunkedRelativeAttention``; no N x N tensor, every matmul at head dim d);
+#: "chunked" a group of heads and a block of queries at a time with the position logits as a
+#: broadcast bias of the block (``_ChunkedRelativeAttention``; no N x N tensor, every matmul at head dim d);
 #: "fold" appends per-query position logits to q and one-hot key positions to k, one fused
 #: ``F.scaled_dot_product_attention`` call (no N x N bias; head dim d + H + W);
 #: "bias" builds the (B, heads, N, N) additive bias and passes it as ``attn_mask``;
@@ -37,10 +37,11 @@ POS_ENCODINGS = ("relative", "absolute", None)
 ATTN_IMPLS = ("auto", "chunked", "fold", "bias")
 
 
-#: Query blocks of the "chunked" path. Eager: each block holds about ``SCORES_PER_BLOCK`` scores
-#: (batch x queries x keys; 8 MB in float32), at least ``MIN_BLOCK_ROWS`` queries: large enough
-#: for efficient matmuls, small enough that a 64 x 64 map trains within 1.5x plain attention's
-#: memory. Compiled or exported: ``QUERY_BLOCK`` queries at the layer's configured map size
+#: Head groups and query blocks of the "chunked" path. Eager: all heads in one block when their
+#: scores fit in ``SCORES_PER_BLOCK`` (batch x heads x queries x keys; 8 MB in float32), else one
+#: head at a time in blocks of about that many scores and at least ``MIN_BLOCK_ROWS`` queries:
+#: large enough for efficient matmuls, small enough that a 64 x 64 map trains within 1.5x plain
+#: attention's memory. Compiled or exported: ``QUERY_BLOCK`` queries at the layer's configured map size
 #: (``feat_size``), a per-layer constant, so the graph never depends on the input size.
 SCORES_PER_BLOCK = 2**21
 MIN_BLOCK_ROWS = 64
@@ -63,13 +64,14 @@ def _blocks(n, count: int) -> list[tuple]:
 
 
 class _ChunkedRelativeAttention(torch.autograd.Function):
-    """Relative-position attention one head and one block of queries at a time, never N x N whole.
+    """Relative-position attention a group of heads and a block of queries at a time, never N x N whole.
 
-    For a block of queries it forms ``scale * q k^T + (b_h[key row] + b_w[key column])`` with one
+    Groups are every head at once on small maps (few, cheap calls) or one head on large ones (big
+    blocks within the score budget); see ``MHSA2d._plan``. For a block of queries it forms ``scale * q k^T + (b_h[key row] + b_w[key column])`` with one
     ``baddbmm`` (the position logits b_h, b_w are per-query (H,) and (W,) vectors, scaled, added
     as a broadcast bias of the block), a softmax and a matmul with v: every matmul runs at the
-    head dim d, where the fold runs the fused kernel at d + H + W, and the (block, N) scores of
-    one head are the only large temporaries. The forward keeps its inputs (the projection and the
+    head dim d, where the fold runs the fused kernel at d + H + W, and one group's (block, N)
+    scores are the only large temporaries. The forward keeps its inputs (the projection and the
     tables) and its output; the backward recomputes each block's probabilities (as flash
     attention does), takes the softmax backward in place using ``grad_out . out`` for the
     row sums, and applies the chain rule of the position logits by hand. Loops run over the
@@ -86,87 +88,110 @@ class _ChunkedRelativeAttention(torch.autograd.Function):
 
     @staticmethod
     def _position_logits(q, table_h, table_w, scale: float):
-        # q (B, H, W, d) -> scale * [q_ab . R_h[c - a + H - 1]] (B, N, H) and the same over columns (B, N, W)
-        b, height, width, _ = q.shape
-        logits_h = torch.einsum("zabd,acd->zabc", q, table_h).mul_(scale)
-        logits_w = torch.einsum("zabd,bed->zabe", q, table_w).mul_(scale)
-        return logits_h.reshape(b, height * width, height), logits_w.reshape(b, height * width, width)
+        # q (B, H, W, g, d), g heads -> scale * [q_ab . R_h[c - a + H - 1]] (B * g, N, H) and the
+        # same over columns (B * g, N, W)
+        b, height, width, g, _ = q.shape
+        logits_h = torch.einsum("zabnd,acd->znabc", q, table_h).mul_(scale)
+        logits_w = torch.einsum("zabnd,bed->znabe", q, table_w).mul_(scale)
+        return (logits_h.reshape(b * g, height * width, height), logits_w.reshape(b * g, height * width, width))
 
     @staticmethod
     def _probs(q, k_t, bias_h, bias_w, scale: float):
-        # softmax over the keys of one query block: (B, c, N)
-        b, c = q.shape[:2]
-        scores = (bias_h[..., :, None] + bias_w[..., None, :]).view(b, c, k_t.shape[-1])
+        # softmax over the keys of one query block: (G, c, N)
+        groups, c = q.shape[:2]
+        scores = (bias_h[..., :, None] + bias_w[..., None, :]).view(groups, c, k_t.shape[-1])
         return torch.softmax(scores.baddbmm_(q, k_t, alpha=scale), -1)
 
     @staticmethod
-    def forward(ctx, qkv, table_h, table_w, scale: float, blocks: int):
+    def _gather(t, heads: slice):
+        # (B, N, heads, d) -> one contiguous (B * g, N, d) copy of the group's heads: strided
+        # operands would be copied by every block's matmul
+        b, n, _, d = t.shape
+        return t[:, :, heads].transpose(1, 2).reshape(-1, n, d)
+
+    @staticmethod
+    def _scatter(dst, heads: slice, src) -> None:
+        # (B * g, N, d) back into the group's heads of dst (B, N, heads, d)
+        b, n, _, d = dst.shape
+        dst[:, :, heads] = src.view(b, -1, n, d).transpose(1, 2)
+
+    @staticmethod
+    def forward(ctx, qkv, table_h, table_w, scale: float, group: int, blocks: int):
         b, height, width, _, heads, d = qkv.shape
         n = height * width
+        f = _ChunkedRelativeAttention
         with torch.autocast(qkv.device.type, enabled=False):
             q, k, v = qkv.view(b, n, 3, heads, d).unbind(2)  # each (B, N, heads, d)
             out = qkv.new_empty(b, n, heads, d)
-            for i in range(heads):
-                bias_h, bias_w = _ChunkedRelativeAttention._position_logits(qkv[..., 0, i, :], table_h, table_w, scale)
-                # one contiguous copy of the head's q, k, v: strided operands would be copied by
-                # every block's matmul
-                q_i, k_i, v_i = (t[:, :, i].contiguous() for t in (q, k, v))
-                k_t = k_i.transpose(1, 2)
+            for first in range(0, heads, group):
+                hs = slice(first, first + group)
+                bias_h, bias_w = f._position_logits(qkv[..., 0, hs, :], table_h, table_w, scale)
+                q_g, k_g, v_g = (f._gather(t, hs) for t in (q, k, v))
+                k_t = k_g.transpose(1, 2)
+                out_g = torch.empty_like(q_g)
                 for lo, hi in _blocks(n, blocks):
-                    p = _ChunkedRelativeAttention._probs(q_i[:, lo:hi], k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
-                    out[:, lo:hi, i] = torch.bmm(p, v_i)
+                    p = f._probs(q_g[:, lo:hi], k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
+                    out_g[:, lo:hi] = torch.bmm(p, v_g)
+                f._scatter(out, hs, out_g)
         ctx.save_for_backward(qkv, table_h, table_w, out)
-        ctx.scale, ctx.blocks = scale, blocks
+        ctx.scale, ctx.group, ctx.blocks = scale, group, blocks
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         qkv, table_h, table_w, out = ctx.saved_tensors
-        scale, blocks = ctx.scale, ctx.blocks
+        scale, group, blocks = ctx.scale, ctx.group, ctx.blocks
         b, height, width, _, heads, d = qkv.shape
         n = height * width
+        f = _ChunkedRelativeAttention
         acc = torch.promote_types(qkv.dtype, torch.float32)  # accumulators across blocks and heads
         with torch.autocast(qkv.device.type, enabled=False):
             grad_out = grad_out.to(qkv.dtype)
             # softmax backward needs sum_k p_k dp_k per query, which equals grad_out . out
-            deltas = (grad_out.to(acc) * out.to(acc)).sum(-1).to(qkv.dtype)  # (B, N, heads)
+            deltas = (grad_out * out).sum(-1)  # (B, N, heads)
             q, k, v = qkv.view(b, n, 3, heads, d).unbind(2)
             grad_qkv = qkv.new_empty(b, n, 3, heads, d)
             grad_q, grad_k, grad_v = grad_qkv.unbind(2)
             grad_h = torch.zeros_like(table_h, dtype=acc)
             grad_w = torch.zeros_like(table_w, dtype=acc)
-            for i in range(heads):
-                q_grid = qkv[..., 0, i, :]
-                bias_h, bias_w = _ChunkedRelativeAttention._position_logits(q_grid, table_h, table_w, scale)
+            for first in range(0, heads, group):
+                hs = slice(first, first + group)
+                q_grid = qkv[..., 0, hs, :]  # (B, H, W, g, d)
+                bias_h, bias_w = f._position_logits(q_grid, table_h, table_w, scale)
                 grad_bias_h = torch.empty_like(bias_h, dtype=acc)
                 grad_bias_w = torch.empty_like(bias_w, dtype=acc)
-                q_i, k_i, v_i, g_i = (t[:, :, i].contiguous() for t in (q, k, v, grad_out))
-                k_t, v_t = k_i.transpose(1, 2), v_i.transpose(1, 2)
-                grad_k_i = torch.zeros(b, n, d, dtype=acc, device=qkv.device)
-                grad_v_i = torch.zeros_like(grad_k_i)
+                q_g, k_g, v_g, g_g = (f._gather(t, hs) for t in (q, k, v, grad_out))
+                delta_g = deltas[:, :, hs].transpose(1, 2).reshape(-1, n)
+                k_t, v_t = k_g.transpose(1, 2), v_g.transpose(1, 2)
+                grad_q_g = torch.empty_like(q_g)
+                grad_k_g = torch.zeros(q_g.shape, dtype=acc, device=qkv.device)
+                grad_v_g = torch.zeros_like(grad_k_g)
                 for lo, hi in _blocks(n, blocks):
-                    q_blk, g = q_i[:, lo:hi], g_i[:, lo:hi]
-                    p = _ChunkedRelativeAttention._probs(q_blk, k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
-                    grad_v_i += torch.bmm(p.transpose(1, 2), g)
+                    q_blk, g = q_g[:, lo:hi], g_g[:, lo:hi]
+                    p = f._probs(q_blk, k_t, bias_h[:, lo:hi], bias_w[:, lo:hi], scale)
+                    grad_v_g += torch.bmm(p.transpose(1, 2), g)
                     # the gradient of the block's scores (scale * q.k + position bias), in place
-                    grad_s = torch.bmm(g, v_t).sub_(deltas[:, lo:hi, i, None]).mul_(p)
-                    per_key = grad_s.view(b, hi - lo, height, width)
+                    grad_s = torch.bmm(g, v_t).sub_(delta_g[:, lo:hi, None]).mul_(p)
+                    per_key = grad_s.view(-1, hi - lo, height, width)
                     # (reduced-precision sums accumulate in float32 inside; no widened copy)
                     grad_bias_h[:, lo:hi] = per_key.sum(-1)
                     grad_bias_w[:, lo:hi] = per_key.sum(-2)
-                    grad_q[:, lo:hi, i] = torch.bmm(grad_s, k_i).mul_(scale)
-                    grad_k_i += torch.bmm(grad_s.transpose(1, 2), q_blk)
-                grad_k[:, :, i] = grad_k_i.mul_(scale)
-                grad_v[:, :, i] = grad_v_i
+                    grad_q_g[:, lo:hi] = torch.bmm(grad_s, k_g).mul_(scale)
+                    grad_k_g += torch.bmm(grad_s.transpose(1, 2), q_blk)
+                f._scatter(grad_k, hs, grad_k_g.mul_(scale))
+                f._scatter(grad_v, hs, grad_v_g)
                 # the position logits are small matmuls of q with the tables: their chain rule by hand
-                g_h = grad_bias_h.mul_(scale).view(b, height, width, height)
-                g_w = grad_bias_w.mul_(scale).view(b, height, width, width)
-                grad_q[:, :, i] += (torch.einsum("zabc,acd->zabd", g_h, table_h.to(acc))
-                                    + torch.einsum("zabe,bed->zabd", g_w, table_w.to(acc))).reshape(b, n, d).to(qkv.dtype)
-                grad_h += torch.einsum("zabc,zabd->acd", g_h, q_grid.to(acc))
-                grad_w += torch.einsum("zabe,zabd->bed", g_w, q_grid.to(acc))
+                # (in the inputs' dtype: the matmuls accumulate in float32 inside)
+                g_h = grad_bias_h.mul_(scale).to(qkv.dtype).view(b, -1, height, width, height)
+                g_w = grad_bias_w.mul_(scale).to(qkv.dtype).view(b, -1, height, width, width)
+                chain = (torch.einsum("znabc,acd->zabnd", g_h, table_h)
+                         + torch.einsum("znabe,bed->zabnd", g_w, table_w))  # (B, H, W, g, d)
+                f._scatter(grad_q, hs, grad_q_g)
+                grad_q[:, :, hs] += chain.reshape(b, n, -1, d)
+                grad_h += torch.einsum("znabc,zabnd->acd", g_h, q_grid)
+                grad_w += torch.einsum("znabe,zabnd->bed", g_w, q_grid)
         return (grad_qkv.view(b, height, width, 3, heads, d), grad_h.to(table_h.dtype), grad_w.to(table_w.dtype),
-                None, None)
+                None, None, None)
 
 
 def _pair(size) -> tuple[int, int]:
@@ -278,12 +303,15 @@ class MHSA2d(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self._merge_heads(out, size)
 
-    def _query_blocks(self, batch: int, n: int) -> int:
+    def _plan(self, batch: int, n: int) -> tuple[int, int]:
+        """Heads per group and query blocks of the chunked path (see ``SCORES_PER_BLOCK``)."""
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             hr, wr = self.feat_size
-            return -(-hr * wr // QUERY_BLOCK)
+            return 1, -(-hr * wr // QUERY_BLOCK)
+        if batch * self.heads * n * n <= SCORES_PER_BLOCK:
+            return self.heads, 1  # small maps: every head in one pass, one block
         rows = max(MIN_BLOCK_ROWS, SCORES_PER_BLOCK // (batch * n))
-        return -(-n // rows)
+        return 1, -(-n // rows)
 
     def _relative_attention_chunked(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         height, width = size
@@ -293,9 +321,9 @@ class MHSA2d(nn.Module):
             pos = torch.arange(length, device=qkv.device)
             # expanded[a, c] = R[c - a + L - 1]: the rows each query position reads
             tables.append(rel_table_for_length(table, length)[pos[None, :] - pos[:, None] + (length - 1)].to(qkv.dtype))
-        blocks = self._query_blocks(b, height * width)
+        group, blocks = self._plan(b, height * width)
         grid = qkv.view(b, height, width, 3, self.heads, self.dim_head)
-        out = _ChunkedRelativeAttention.apply(grid, tables[0], tables[1], self.scale, blocks)  # (B, N, heads, d)
+        out = _ChunkedRelativeAttention.apply(grid, tables[0], tables[1], self.scale, group, blocks)  # (B, N, heads, d)
         return out.view(b, height, width, self.out_dim).permute(0, 3, 1, 2)
 
     def _relative_attention(self, q, k, v, size: tuple[int, int]) -> torch.Tensor:
