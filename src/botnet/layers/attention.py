@@ -64,23 +64,24 @@ def _blocks(n, count: int) -> list[tuple]:
 
 
 class _ChunkedRelativeAttention(torch.autograd.Function):
-    """Relative-position attention a group of heads and a block of queries at a time, never N x N whole.
+    """Relative-position attention a group of heads and a block of queries at a time.
 
     Groups are every head at once on small maps (few, cheap calls) or one head on large ones (big
-    blocks within the score budget); see ``MHSA2d._plan``. For a block of queries it forms ``scale * q k^T + (b_h[key row] + b_w[key column])`` with one
-    ``baddbmm`` (the position logits b_h, b_w are per-query (H,) and (W,) vectors, scaled, added
-    as a broadcast bias of the block), a softmax and a matmul with v: every matmul runs at the
-    head dim d, where the fold runs the fused kernel at d + H + W, and one group's (block, N)
-    scores are the only large temporaries. The forward keeps its inputs (the projection and the
-    tables) and its output; the backward recomputes each block's probabilities (as flash
-    attention does), takes the softmax backward in place using ``grad_out . out`` for the
-    row sums, and applies the chain rule of the position logits by hand. Loops run over the
-    heads and a per-layer block count, never over input sizes.
+    blocks within the score budget); see ``MHSA2d._plan``. For a block of queries it forms
+    ``scale * q k^T + (b_h[key row] + b_w[key column])`` with one ``baddbmm`` (the position logits
+    b_h, b_w are per-query (H,) and (W,) vectors, scaled, added as a broadcast bias of the block),
+    a softmax and a matmul with v: every matmul runs at the head dim d, where the fold runs the
+    fused kernel at d + H + W, and one group's (block, N) scores, about ``SCORES_PER_BLOCK`` at
+    most on large maps, are the only large temporaries. The forward keeps its inputs (the projection and the tables)
+    and its output; the backward recomputes each block's probabilities (as flash attention does),
+    takes the softmax backward in place using ``grad_out . out`` for the row sums, and applies the
+    chain rule of the position logits by hand. Compiled graphs loop over single heads and a
+    per-layer block count, never over input sizes.
 
     Precision: in float32 and float64 this is the spec's maths to rounding. With bf16 inputs
     (autocast) the scores come out of a bf16 matmul, as in any autocast matmul (the fused kernel
-    keeps them in float32); the softmax computes in float32 internally and gradients of k, v and
-    the tables accumulate across blocks in float32.
+    keeps them in float32); the softmax and the matmuls accumulate in float32 internally, and the
+    gradients of k, v and the tables accumulate across blocks and heads in float32.
 
     qkv: (B, H, W, 3, heads, d), the projection; table_h (H, H, d) with ``table_h[a, c] =
     R_h[c - a + H - 1]``, table_w (W, W, d) likewise. Returns the (B, H * W, heads, d) output.
