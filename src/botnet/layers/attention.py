@@ -108,7 +108,7 @@ class _ChunkedRelativeAttention(torch.autograd.Function):
         # (B, N, heads, d) -> one contiguous (B * g, N, d) copy of the group's heads: strided
         # operands would be copied by every block's matmul
         b, n, _, d = t.shape
-        return t[:, :, heads].transpose(1, 2).reshape(-1, n, d)
+        return t[:, :, heads].transpose(1, 2).reshape(-1, n, d).contiguous()
 
     @staticmethod
     def _scatter(dst, heads: slice, src) -> None:
