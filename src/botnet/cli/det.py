@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from botnet.cli.run_args import DEVICES, add_engine_args, as_overrides, engine_flags, run_folder
+from botnet.cli.run_args import DEVICES, add_engine_args, add_eval_args, as_overrides, engine_flags, run_folder
 
 
 def register(cli) -> None:
@@ -39,10 +39,7 @@ def register(cli) -> None:
     p.add_argument("--out", help="folder for metrics.json and predictions.json")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--canvas", type=int, help="resize the longer side to this (default: as trained)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--amp", choices=["bf16", "fp16", "fp32"], default="bf16")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    add_eval_args(p)
     p.set_defaults(func=_eval)
 
     p = cli.task_command("predict", "det", help="draw detections and masks on images")

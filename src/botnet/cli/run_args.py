@@ -1,4 +1,4 @@
-"""Flags that every ``botnet train TASK`` takes: the engine's, not the task's."""
+"""Flags that every ``botnet train TASK`` (and ``botnet eval TASK``) takes: the engine's, not the task's."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,14 @@ def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example:
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override any config field, e.g. --set optim.lr={lr_example} (repeatable)")
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    """The engine's flags of ``botnet eval TASK``."""
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--amp", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
 
 
 def engine_flags(args: argparse.Namespace) -> dict:
