@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from botnet.layers import MHSA2d
-from botnet.layers import attention
+from botnet.layers import chunked_attention
 from botnet.layers.attention import ATTN_IMPLS
 from tests.layers.reference import reference_mhsa
 
@@ -94,18 +94,18 @@ def test_auto_picks_chunked_on_cpu_and_fused_kernels_elsewhere():
 
 
 def test_chunked_plan_small_maps_all_heads_large_maps_per_head_blocks():
-    m = _layer("chunked")
-    assert m._plan(2, 24) == (3, 1)
-    assert m._plan(2, 4096) == (1, 4096 // (attention.SCORES_PER_BLOCK // (2 * 4096)))
+    plan = chunked_attention.plan_chunks
+    assert plan(2, 3, 24, (4, 6)) == (3, 1)
+    assert plan(2, 3, 4096, (64, 64)) == (1, 4096 // (chunked_attention.SCORES_PER_BLOCK // (2 * 4096)))
 
 
 @pytest.mark.parametrize("feat, size, rows", [((4, 6), (4, 6), 5), ((40, 40), (1, 3), 1)])
 def test_chunked_query_blocks_match_bias_path(feat, size, rows, monkeypatch):
     # one head at a time, queries split into blocks by the score budget (uneven blocks included)
-    monkeypatch.setattr(attention, "MIN_BLOCK_ROWS", rows)
-    monkeypatch.setattr(attention, "SCORES_PER_BLOCK", 2 * rows * size[0] * size[1])
+    monkeypatch.setattr(chunked_attention, "MIN_BLOCK_ROWS", rows)
+    monkeypatch.setattr(chunked_attention, "SCORES_PER_BLOCK", 2 * rows * size[0] * size[1])
     m = _layer("chunked", feat=feat)
-    assert m._plan(2, size[0] * size[1]) == (1, -(-size[0] * size[1] // rows))
+    assert chunked_attention.plan_chunks(2, 3, size[0] * size[1], feat) == (1, -(-size[0] * size[1] // rows))
     x = torch.randn(2, 12, *size, dtype=torch.float64)
     chunked = _grads(m, x)
     m.attn_impl = "bias"
@@ -158,3 +158,28 @@ def test_cuda_path_matches_cpu_path(impl):
     cuda = _grads(m.cuda(), x.cuda())
     for key in cpu:
         torch.testing.assert_close(cuda[key].cpu(), cpu[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("impl", ATTN_IMPLS)
+def test_unscaled_position_term_matches_timm_default(impl):
+    # scale_pos_embed=False: d^-0.5 q.k + q.R, timm BottleneckAttn's default; values and gradients
+    from timm.layers.bottleneck_attn import BottleneckAttn
+
+    torch.manual_seed(0)
+    theirs = BottleneckAttn(24, 24, feat_size=(4, 6), num_heads=3, scale_pos_embed=False).double().eval()
+    ours = MHSA2d(24, heads=3, feat_size=(4, 6), attn_impl=impl, scale_pos_embed=False).double()
+    with torch.no_grad():
+        theirs.pos_embed.height_rel.normal_()
+        theirs.pos_embed.width_rel.normal_()
+        ours.qkv.weight.copy_(theirs.qkv.weight)
+        ours.rel_h.copy_(theirs.pos_embed.height_rel)
+        ours.rel_w.copy_(theirs.pos_embed.width_rel)
+    x = torch.randn(2, 24, 4, 6, dtype=torch.float64)
+    got, want = _grads(ours, x), _grads(theirs, x)
+    torch.testing.assert_close(got["out"], want["out"], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got["x"], want["x"], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got["rel_h"], want["pos_embed.height_rel"], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got["qkv.weight"], want["qkv.weight"], rtol=1e-9, atol=1e-9)
+    paper = MHSA2d(24, heads=3, feat_size=(4, 6), attn_impl=impl).double()
+    paper.load_state_dict(ours.state_dict())
+    assert not torch.allclose(paper(x), got["out"])  # the option changes the function

@@ -2,12 +2,13 @@ import torch
 import torch.nn.functional as F
 
 from botnet.layers.pos_embed import (
+    expand_rel_table,
+    relative_index,
     key_position_onehots,
     rel_table_for_length,
     relative_logits_1d,
     relative_logits_2d,
     resize_abs_table,
-    resize_rel_table,
 )
 
 
@@ -44,13 +45,25 @@ def test_smaller_map_keeps_same_offsets():
 
 def test_larger_map_interpolates_with_pinned_ends():
     t = torch.randn(2 * 4 - 1, 3)
-    big = resize_rel_table(t, 9)
+    big = rel_table_for_length(t, 9)
     assert big.shape == (17, 3)
     torch.testing.assert_close(big[0], t[0])
     torch.testing.assert_close(big[8], t[3])
     torch.testing.assert_close(big[-1], t[-1])
     expected = F.interpolate(t.t()[None], size=17, mode="linear", align_corners=True)[0].t()
     torch.testing.assert_close(big, expected)
+
+
+def test_expanded_table_follows_the_index_convention():
+    t = torch.randn(2 * 5 - 1, 3)
+    for length in (1, 3, 5):
+        rows = rel_table_for_length(t, length)
+        expanded = expand_rel_table(t, length)
+        assert expanded.shape == (length, length, 3)
+        for a in range(length):
+            for c in range(length):
+                assert int(relative_index(length)[a, c]) == c - a + length - 1
+                assert torch.equal(expanded[a, c], rows[c - a + length - 1])
 
 
 def test_single_row_table_and_abs_resize():

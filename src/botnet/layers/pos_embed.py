@@ -5,7 +5,13 @@ H x W map, the relative position logit is
 
     q_ab . ( R_h[c - a + H - 1] + R_w[e - b + W - 1] )
 
-i.e. a table of 2L - 1 rows is indexed by ``(key - query) + (L - 1)``; row ``L - 1`` is offset 0.
+i.e. a table of 2L - 1 rows is indexed by ``(key - query) + (L - 1)``; row ``L - 1`` is offset 0
+(arXiv 2101.11605, section 3 and figure 4). :func:`relative_index` is that index, and every path of
+the attention reads the tables through it (:func:`expand_rel_table`, :func:`relative_logits_1d`).
+
+Scaling: every function here takes q as given and returns the plain dot products ``q . R``. The
+attention multiplies them by its ``pos_scale`` (the paper: ``d^-0.5``, the same factor as the
+content term; timm's ``scale_pos_embed=False``: 1).
 
 Any map size works. A map no larger than the table's native length L_t uses the same rows for the
 same offsets (rows ``L_t - L .. L_t + L - 2``), which is exactly the paper's function restricted to
@@ -43,9 +49,17 @@ def rel_table_for_length(table: torch.Tensor, length: int) -> torch.Tensor:
     return _lerp_rows(table, offsets * step + (native - 1))
 
 
-def resize_rel_table(table: torch.Tensor, length: int) -> torch.Tensor:
-    """Resample a relative table (2 L_t - 1, d) to (2 * length - 1, d) (for checkpoints)."""
-    return rel_table_for_length(table, length)
+def relative_index(length: int, device=None) -> torch.Tensor:
+    """(L, L) long tensor: ``index[a, c] = c - a + L - 1``, the table row that query position a
+    reads for key position c along one axis."""
+    pos = torch.arange(length, device=device)
+    return pos[None, :] - pos[:, None] + (length - 1)
+
+
+def expand_rel_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """(L, L, d) rows of a relative table for a map of ``length`` positions along one axis:
+    ``expanded[a, c] = R[c - a + L - 1]`` (the table first resized by :func:`rel_table_for_length`)."""
+    return rel_table_for_length(table, length)[relative_index(length, table.device)]
 
 
 def resize_abs_table(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -67,8 +81,7 @@ def relative_logits_1d(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """
     width = q.shape[-2]
     logits = q @ table.to(q.dtype).t()  # (..., W, 2W - 1)
-    pos = torch.arange(width, device=q.device)
-    index = pos[None, :] - pos[:, None] + (width - 1)  # [b, e] -> e - b + W - 1
+    index = relative_index(width, q.device)  # [b, e] -> e - b + W - 1
     return logits.gather(-1, index.expand(*logits.shape[:-1], width))
 
 
@@ -77,7 +90,8 @@ def relative_logits_2d(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-query relative logits along rows and columns.
 
-    q: (B, heads, H * W, d) queries, already scaled; rel_h, rel_w: tables of any native size.
+    q: (B, heads, H * W, d) queries as given (unscaled: the caller applies its ``pos_scale``);
+    rel_h, rel_w: tables of any native size.
     Returns ``(logits_h, logits_w)`` of shapes (B, heads, H * W, H) and (B, heads, H * W, W):
     ``logits_h[..., a * W + b, c] = q_ab . R_h[c - a + H - 1]`` and
     ``logits_w[..., a * W + b, e] = q_ab . R_w[e - b + W - 1]``.
@@ -85,7 +99,7 @@ def relative_logits_2d(
     """
     height, width = size
     bh = q.shape[:-2]
-    grid = q.reshape(*bh, height, width, q.shape[-1])
+    grid = q.reshape(*bh, height, width, q.shape[-1])  # (B, heads, H, W, d)
     lw = relative_logits_1d(grid, rel_table_for_length(rel_w, width))  # (.., H, W, W)
     lh = relative_logits_1d(grid.transpose(-2, -3), rel_table_for_length(rel_h, height))  # (.., W, H, H)
     lh = lh.transpose(-2, -3)  # (.., H, W, H)
