@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from botnet.data.images import DECODE_ERRORS, load_rgb
 from botnet.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
@@ -92,11 +93,6 @@ def scan_image_folder(root: str | os.PathLike, splits: Sequence[str] = ("train",
     return classes, {s: scanned[s][1] for s in splits}
 
 
-def load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")  # convert() decodes the whole file, so truncation shows here
-
-
 class ImageFolderDataset(Dataset):
     """``(transform(image), label)`` pairs, or an :class:`Unreadable` for a file that fails."""
 
@@ -112,7 +108,7 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[index]
         try:
             image = load_rgb(path)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        except DECODE_ERRORS as e:
             return Unreadable(path, f"{type(e).__name__}: {e}")
         return (self.transform(image) if self.transform is not None else image), label
 

@@ -1,0 +1,76 @@
+"""Reading images: the one place where image files are opened and decoded.
+
+``load_rgb`` decodes a file to an 8-bit RGB PIL image and raises the decoder's own errors (the
+datasets catch them to skip and count a bad file); ``read_image`` takes anything a user may hand
+to prediction (a path, a PIL image, a tensor) and returns a (3, H, W) uint8 tensor, with a
+:class:`~botnet.errors.UserError` naming the file when it cannot.
+
+High bit depths are scaled, not clipped: a 16-bit PNG (PIL modes ``I;16*`` and ``I``) keeps its
+top 8 bits, so that 0..65535 maps onto 0..255 as a viewer shows it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from botnet.errors import UserError
+
+#: what a decoder may raise for a bad file (truncated, not an image, a decompression bomb)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+ImageLike = Any  # PIL.Image.Image | str | os.PathLike | torch.Tensor
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in _HIGH_DEPTH_MODES:
+        # 16-bit (or 32-bit integer) grey: PIL's convert() would clip at 255
+        bits = 16 if im.mode.startswith("I;16") else max(16, int(np.asarray(im).max()).bit_length())
+        arr = np.asarray(im).astype(np.int64) >> (bits - 8)
+        im = Image.fromarray(arr.clip(0, 255).astype(np.uint8), mode="L")
+    return im.convert("RGB")  # convert() decodes the whole file, so truncation shows here
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """The file decoded as an 8-bit RGB image; the decoder's errors (``DECODE_ERRORS``) propagate."""
+    with Image.open(path) as im:
+        return _to_rgb(im)
+
+
+def read_image(item: ImageLike) -> torch.Tensor:
+    """One image as a (3, H, W) uint8 tensor.
+
+    Paths and PIL images are decoded as RGB. Tensors are (C, H, W) with C = 1 or 3, either uint8
+    (0..255) or floating point with finite values in [0, 1] (not normalised); any other dtype or
+    range is refused rather than guessed at."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if isinstance(item, (str, os.PathLike)):
+        try:
+            item = load_rgb(item)
+        except FileNotFoundError:
+            raise UserError(f"{item}: no such image") from None
+        except DECODE_ERRORS as e:
+            raise UserError(f"{item}: unreadable image ({type(e).__name__}: {e})") from None
+    if isinstance(item, Image.Image):
+        return TF.pil_to_tensor(_to_rgb(item))
+    if isinstance(item, torch.Tensor):
+        if item.dim() != 3 or item.shape[0] not in (1, 3):
+            raise UserError(f"an image tensor must be (C, H, W) with 1 or 3 channels, got shape {tuple(item.shape)}")
+        image = item.detach().cpu()
+        if image.is_floating_point():
+            if not bool(torch.isfinite(image).all()) or image.numel() and (image.min() < 0 or image.max() > 1):
+                lo, hi = (float(image.nan_to_num().min()), float(image.nan_to_num().max())) if image.numel() else (0, 0)
+                raise UserError(f"a floating-point image tensor must hold finite values in [0, 1], got {lo:g}..{hi:g}"
+                                + ("" if bool(torch.isfinite(image).all()) else " and NaN / inf")
+                                + " (pass uint8 for 0..255)")
+            # k / 255 for a uint8 k rounds back to k exactly
+            image = image.mul(255).round_().to(torch.uint8)
+        elif image.dtype != torch.uint8:
+            raise UserError(f"an image tensor must be uint8 (0..255) or floating point (0..1), got {image.dtype}")
+        return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    raise UserError(f"cannot read an image from a {type(item).__name__} (use a path, a PIL image or a tensor)")
