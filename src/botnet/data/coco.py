@@ -1,4 +1,5 @@
-"""COCO-format instance data: validation, the category <-> label mapping, and the dataset.
+"""COCO-format instance data: loading (validated by :mod:`botnet.data.coco_validate`), the
+category <-> label mapping, and the dataset.
 
 Labels are contiguous, ``1..K`` in the order of increasing category id (0 is the background
 class of torchvision's detectors); :attr:`CocoDetection.label_to_cat` maps them back for
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import warnings
 from pathlib import Path
@@ -16,163 +16,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from botnet.data.coco_validate import BOX_TOLERANCE, complete_annotations, read_coco_json, validate_coco
 from botnet.data.imagefolder import Unreadable
+from botnet.data.images import DECODE_ERRORS, load_rgb
 from botnet.errors import DataError
 
-# A box may poke out of its image by rounding; more than this is an annotation error.
-BOX_TOLERANCE = 1.0
-
-
-def read_coco_json(ann_file: str | os.PathLike) -> dict:
-    """Parse an instances JSON file; errors name the file (and the position of a syntax error)."""
-    path = Path(ann_file)
-    if not path.is_file():
-        raise DataError(f"annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise DataError(f"annotation file is empty: {path}")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'")
-    return data
-
-
-def _segmentation_problem(seg: Any, height: int, width: int) -> str | None:
-    """Why ``seg`` is not a usable polygon list or RLE for an image of this size (None if fine)."""
-    if isinstance(seg, list):
-        if not seg:
-            return "empty polygon list"
-        for poly in seg:
-            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-                return "a polygon must be a list of at least 3 x,y pairs"
-            if not all(isinstance(v, (int, float)) for v in poly):
-                return "polygon coordinates must be numbers"
-        return None
-    if isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2):
-            return "RLE needs 'size': [height, width]"
-        if list(size) != [height, width]:
-            return f"RLE size {size} differs from the image's [{height}, {width}]"
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
-                return "uncompressed RLE counts must be non-negative integers summing to height*width"
-            return None
-        if isinstance(counts, str):
-            try:
-                mask_utils.area({"size": size, "counts": counts.encode()})
-            except Exception:  # pycocotools raises bare exceptions on garbage
-                return "compressed RLE counts do not decode"
-            return None
-        return "RLE 'counts' must be a string or a list of integers"
-    return f"segmentation must be a polygon list or an RLE object, not {type(seg).__name__}"
-
-
-def validate_coco(data: dict, ann_file: str | os.PathLike, image_dir: str | os.PathLike | None,
-                  check_images: bool = True) -> list[str]:
-    """Every problem in a parsed instances file, as messages naming the file and the id.
-
-    With ``image_dir`` and ``check_images`` each image file must exist and its header must
-    report the size the JSON declares (only the header is read). Unreadable files are not
-    problems here: the dataset skips them with a warning when it meets them.
-    """
-    where = str(ann_file)
-    problems: list[str] = []
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            problems.append(f"{where}: missing or non-list '{key}'")
-    if problems:
-        return problems
-
-    cat_ids = set()
-    for c in data["categories"]:
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int):
-            problems.append(f"{where}: category without an integer 'id': {c!r:.80}")
-        else:
-            cat_ids.add(c["id"])
-    if not cat_ids:
-        problems.append(f"{where}: no categories declared")
-
-    images: dict[int, dict] = {}
-    for img in data["images"]:
-        iid = img.get("id") if isinstance(img, dict) else None
-        if not isinstance(iid, int):
-            problems.append(f"{where}: image without an integer 'id': {img!r:.80}")
-            continue
-        if iid in images:
-            problems.append(f"{where}: image id {iid} appears twice")
-            continue
-        w, h, name = img.get("width"), img.get("height"), img.get("file_name")
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            problems.append(f"{where}: image id {iid}: 'width' and 'height' must be positive integers")
-            continue
-        if not isinstance(name, str) or not name:
-            problems.append(f"{where}: image id {iid}: missing 'file_name'")
-            continue
-        images[iid] = img
-        if image_dir is not None and check_images:
-            path = Path(image_dir) / name
-            if not path.is_file():
-                problems.append(f"{path}: image file missing (image id {iid})")
-                continue
-            try:
-                with Image.open(path) as im:
-                    size = im.size
-            except (OSError, ValueError):
-                continue  # unreadable: skipped with a warning at load time
-            if size != (w, h):
-                problems.append(f"{path}: image is {size[0]}x{size[1]} but {where} says {w}x{h} (image id {iid})")
-
-    seen_ann: set[int] = set()
-    for ann in data["annotations"]:
-        aid = ann.get("id") if isinstance(ann, dict) else None
-        if not isinstance(aid, int):
-            problems.append(f"{where}: annotation without an integer 'id': {ann!r:.80}")
-            continue
-        tag = f"{where}: annotation id {aid}"
-        if aid in seen_ann:
-            problems.append(f"{tag}: id appears twice")
-        seen_ann.add(aid)
-        img = images.get(ann.get("image_id"))
-        if img is None:
-            problems.append(f"{tag}: image_id {ann.get('image_id')!r} is not in 'images'")
-            continue
-        if ann.get("category_id") not in cat_ids:
-            problems.append(f"{tag}: category_id {ann.get('category_id')!r} is not declared in 'categories'")
-        box = ann.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            problems.append(f"{tag}: bbox must be [x, y, width, height]")
-        else:
-            x, y, bw, bh = box
-            if bw <= 0 or bh <= 0:
-                problems.append(f"{tag}: bbox {box} has zero area")
-            elif (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + bw > img["width"] + BOX_TOLERANCE
-                  or y + bh > img["height"] + BOX_TOLERANCE):
-                problems.append(f"{tag}: bbox {box} lies outside image id {img['id']} "
-                                f"({img['width']}x{img['height']})")
-        if "segmentation" in ann:
-            why = _segmentation_problem(ann["segmentation"], img["height"], img["width"])
-            if why:
-                problems.append(f"{tag}: segmentation does not parse: {why}")
-    return problems
+__all__ = ["BOX_TOLERANCE", "CocoDetection", "collate_detection", "decode_masks", "decode_rle", "load_coco",
+           "read_coco_json", "validate_coco"]
 
 
 def load_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike | None = None,
               check_images: bool = True) -> COCO:
-    """A validated pycocotools ``COCO`` index; raises :class:`DataError` listing every problem."""
+    """A validated pycocotools ``COCO`` index; raises :class:`DataError` listing every problem.
+    Annotations without a ``segmentation`` (box-only) get their box as mask, and those without an
+    ``area`` the one COCO tools compute: COCO evaluation reads both."""
     data = read_coco_json(ann_file)
     problems = validate_coco(data, ann_file, image_dir, check_images)
     if problems:
         raise DataError(f"{ann_file}: {len(problems)} problem(s) in the dataset", problems)
+    complete_annotations(data)
     data.setdefault("info", {})
     coco = COCO()
     coco.dataset = data
@@ -256,9 +123,8 @@ class CocoDetection(Dataset):
     def _read_image(self, info: dict) -> torch.Tensor | Unreadable:
         path = self.image_dir / info["file_name"]
         try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as e:
+            arr = np.asarray(load_rgb(str(path)))
+        except DECODE_ERRORS as e:
             if self.strict:
                 raise DataError(f"{path}: unreadable image (image id {info['id']}): {e}; "
                                 "stopped because of --strict") from None
