@@ -9,11 +9,11 @@ out of the batch, and the task warns, counts it, or stops (``strict``).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from botnet.data.images import DECODE_ERRORS, load_rgb
@@ -29,17 +29,43 @@ class Unreadable(NamedTuple):
     reason: str
 
 
-def _class_dirs(split_dir: Path) -> list[Path]:
-    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _links_back(link: Path, tree: Path) -> bool:
+    """Whether the folder link ``link`` leads to ``tree`` itself, into it or to a folder above it."""
+    real = link.resolve()
+    return real == tree or tree in real.parents or real in tree.parents
 
 
-def _images_under(folder: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+def _class_dirs(split_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(class folders, skipped): a class folder may be a link to a folder elsewhere, but not one
+    back to the split, into it or above it (its images would be counted twice or endlessly)."""
+    tree = split_dir.resolve()
+    classes, skipped = [], []
+    for p in sorted(split_dir.iterdir()):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        (skipped if p.is_symlink() and _links_back(p, tree) else classes).append(p)
+    return classes, skipped
+
+
+def _images_under(folder: Path) -> tuple[list[str], list[str]]:
+    """(image files, skipped folder links) under a class folder. Links to image files count;
+    links to folders are not followed: one can loop back into the tree (``ln -s .. loop``
+    turned 16 images into hundreds) or bring in the images of another class."""
+    found, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        skipped += [os.path.join(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         found += [os.path.join(dirpath, f) for f in sorted(filenames)
                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-    return found
+    return found, skipped
+
+
+def _warn_skipped(split_dir: Path, links: list[str]) -> None:
+    n = len(links)
+    shown = ", ".join(links[:10]) + (f" and {n - 10} more" if n > 10 else "")
+    warnings.warn(f"{split_dir}: {n} directory link{'s' if n > 1 else ''} not followed (a folder link may loop "
+                  f"back into the tree or bring in another class's images; link image files instead): {shown}",
+                  stacklevel=3)
 
 
 def scan_split(split_dir: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
@@ -47,16 +73,19 @@ def scan_split(split_dir: str | os.PathLike) -> tuple[list[str], list[tuple[str,
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: no such folder (expected {split_dir}/<class>/<image>)")
-    classes = _class_dirs(split_dir)
+    classes, links = _class_dirs(split_dir)
     if not classes:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
     samples: list[tuple[str, int]] = []
     empty = []
     for index, folder in enumerate(classes):
-        images = _images_under(folder)
+        images, skipped = _images_under(folder)
+        links += skipped
         if not images:
             empty.append(f"{folder}: class folder holds no image ({', '.join(IMAGE_EXTENSIONS)})")
         samples += [(path, index) for path in images]
+    if links:
+        _warn_skipped(split_dir, [str(p) for p in links])
     if not samples:
         raise DataError(f"{split_dir}: no images at all in its {len(classes)} class folders")
     if empty:
