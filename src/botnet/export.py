@@ -5,7 +5,7 @@ What can be exported:
 - a classifier: input ``images`` (B, 3, H, W), normalised as in training; output ``logits``;
 - a backbone (``features=True``): the same input; outputs ``c2``..``c5``, the feature maps;
 - a Mask R-CNN / Faster R-CNN (ONNX only): input ``images`` (1, 3, C, C), RGB in [0, 1] on the
-  fixed canvas C (letterbox first: :func:`botnet.api.letterbox`); outputs ``boxes`` (N, 4) in
+  fixed canvas C (letterbox first: :func:`botnet.detection.predict.letterbox`); outputs ``boxes`` (N, 4) in
   canvas pixels, ``labels`` (N,), ``scores`` (N,) and, with a mask head, ``masks`` (N, 1, C, C)
   probabilities.
 
@@ -16,10 +16,9 @@ the whole range (the attention itself takes any size). Detectors export at a fix
 post-processing (NMS) has data-dependent shapes that ``torch.export`` cannot trace, so they go
 through the TorchScript-based ONNX exporter, which torchvision supports for its detectors.
 
-Every export is checked before the file appears: the written graph runs (onnxruntime, or the
-loaded ExportedProgram) on the export input and, when dynamic, on a second, non-square size and a
-different batch, and its outputs must equal PyTorch's within ``1e-3`` (fp32). A failed check
-raises :class:`ExportCheckError` and leaves nothing behind. The ONNX file carries the model's
+Every export is checked before the file appears (:mod:`botnet.export_check` says what is
+compared, and within what); a failed check raises :class:`ExportCheckError` and leaves nothing
+behind. The ONNX file carries the model's
 metadata (task, class names, preprocessing) as the JSON metadata property ``botnet``.
 """
 from __future__ import annotations
@@ -35,21 +34,23 @@ import torch
 from torch import nn
 
 from botnet.errors import UserError
+from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
+    SIZE_MULTIPLE,
+    ExportCheckError,
+    check_export,
+    check_inputs,
+    run_onnx,
+    synthetic_image,
+)
 from botnet.io import atomic_path
 
 FORMATS = ("onnx", "torch")
-SIZE_MULTIPLE = 32
 MIN_DYNAMIC_SIZE, MAX_DYNAMIC_SIZE = 64, 4096
 MAX_DYNAMIC_BATCH = 1024
-ATOL = RTOL = 1e-3
 DEFAULT_OPSET = 18
 #: the TorchScript-based exporter (detectors) supports opsets up to 17 for torchvision's ops
 DETECTION_OPSET = 17
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-
-
-class ExportCheckError(RuntimeError):
-    """The exported graph does not reproduce the PyTorch model; nothing was written."""
 
 
 @dataclass
@@ -119,27 +120,33 @@ def _looks_like_path(text: str) -> bool:
     return text.lower().endswith(WEIGHTS_SUFFIXES) or "/" in text or os.sep in text
 
 
+def _preprocessing(loaded: Any) -> dict[str, Any]:
+    # what a Predictor / LoadedModel knows beyond the file's metadata
+    meta = dict(loaded.metadata)
+    if loaded.task == "cls":
+        meta.setdefault("img_size", list(loaded.img_size))
+        meta.setdefault("mean", list(loaded.mean))
+        meta.setdefault("std", list(loaded.std))
+        meta.setdefault("crop_pct", loaded.crop_pct)
+    meta["class_names"] = list(loaded.class_names)
+    return meta
+
+
 def resolve_model(source: Any, *, model: str | None = None, num_classes: int | None = None,
                   img_size: Sequence[int] | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
-    """``(model, task, metadata)`` for a :class:`~botnet.api.Predictor`, a module, a weights file
-    or a registered model name (random weights: for checking a deployment path, not for use)."""
-    from botnet.api import Predictor, load
+    """``(model, task, metadata)`` for a loaded model (:class:`botnet.Predictor` or
+    :class:`~botnet.loading.LoadedModel`), a module, a weights file or a registered model name
+    (random weights: for checking a deployment path, not for use)."""
+    from botnet.loading import load_model
 
-    if isinstance(source, Predictor):
-        meta = dict(source.metadata)
-        if source.task == "cls":
-            meta.setdefault("img_size", list(source.img_size))
-            meta.setdefault("mean", list(source.mean))
-            meta.setdefault("std", list(source.std))
-            meta.setdefault("crop_pct", source.crop_pct)
-        meta["class_names"] = source.class_names
-        return source.model, source.task, meta
+    if all(hasattr(source, a) for a in ("model", "task", "metadata", "class_names")):
+        return source.model, source.task, _preprocessing(source)
     if isinstance(source, nn.Module):
         return source, "det" if _is_detector(source) else "cls", {}
     text = str(source)
     path = Path(text)
     if path.is_file():
-        return resolve_model(load(path, model=model), model=model)
+        return resolve_model(load_model(path, model=model))
     if path.exists():
         raise UserError(f"{path}: is a folder, not a weights file")
     if _looks_like_path(text):
@@ -175,26 +182,6 @@ def _dynamic_shapes():
     return {"images": {0: batch, 2: height, 3: width}}
 
 
-# -- checking ------------------------------------------------------------------------------------
-
-
-def _max_diff(got: Sequence[Any], want: Sequence[torch.Tensor], what: str) -> float:
-    if len(got) != len(want):
-        raise ExportCheckError(f"{what}: {len(got)} outputs, PyTorch gives {len(want)}")
-    worst = 0.0
-    for i, (g, w) in enumerate(zip(got, want)):
-        g = torch.as_tensor(g).float()
-        w = w.detach().float()
-        if g.shape != w.shape:
-            raise ExportCheckError(f"{what}: output {i} has shape {tuple(g.shape)}, PyTorch gives {tuple(w.shape)}")
-        diff = (g - w).abs()
-        if not bool((diff <= ATOL + RTOL * w.abs()).all()):
-            raise ExportCheckError(f"{what}: output {i} differs from PyTorch by up to {diff.max().item():.3g} "
-                                   f"(tolerance {ATOL} + {RTOL} * |value|)")
-        worst = max(worst, diff.max().item() if diff.numel() else 0.0)
-    return worst
-
-
 def _require_onnx() -> None:
     """ONNX export needs packages that are an optional extra: say so before any work is done."""
     import importlib.util
@@ -202,37 +189,6 @@ def _require_onnx() -> None:
     missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"ONNX export needs {', '.join(missing)}: pip install 'botnet[export]'")
-
-
-def onnx_session(path: str | os.PathLike):
-    """An onnxruntime CPU session (warnings about shapes inferred for loops are silenced)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> list:
-    session = onnx_session(path)
-    return session.run(None, {session.get_inputs()[0].name: images.numpy()})
-
-
-def _check_inputs(example: torch.Tensor, dynamic: bool) -> list[torch.Tensor]:
-    inputs = [example]
-    if dynamic:
-        b, c, h, w = example.shape
-        # another batch and a non-square size: catches graphs that silently kept a shape constant
-        h2 = h + SIZE_MULTIPLE if h + SIZE_MULTIPLE <= MAX_DYNAMIC_SIZE else h - SIZE_MULTIPLE
-        w2 = w + 2 * SIZE_MULTIPLE if w + 2 * SIZE_MULTIPLE <= MAX_DYNAMIC_SIZE else w - 2 * SIZE_MULTIPLE
-        inputs.append(torch.randn(1 if b > 1 else 2, c, h2, w2))
-    return inputs
-
-
-def _reference(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    with torch.no_grad():
-        out = module(x)
-    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 # -- writers -------------------------------------------------------------------------------------
@@ -353,62 +309,7 @@ def export_model(
         else:
             _write_onnx_dynamo(wrapper, example, tmp, dynamic, outputs, opset or DEFAULT_OPSET, meta_json)
         if check:
-            result.checks = _check_export(tmp, format, wrapper, _check_inputs(example, dynamic), kind)
+            result.checks = check_export(tmp, format, wrapper, check_inputs(example, dynamic), kind)
     return result
 
 
-def _check_export(path: Path, format: str, wrapper: nn.Module, inputs: list[torch.Tensor], kind: str):
-    checks = []
-    loaded = None
-    if format == "torch":
-        with open(path, "rb") as f:
-            loaded = torch.export.load(f).module()
-    for x in inputs:
-        want = _reference(wrapper, x)
-        if format == "torch":
-            with torch.no_grad():
-                got = loaded(x)
-            got = list(got) if isinstance(got, (tuple, list)) else [got]
-        else:
-            got = run_onnx(path, x)
-        what = f"{format} export at input {tuple(x.shape)}"
-        if kind == "det":
-            checks.append((tuple(x.shape), check_detections(got, want, what)))
-        else:
-            checks.append((tuple(x.shape), _max_diff(got, want, what)))
-    return checks
-
-
-def check_detections(got: Sequence[Any], want: Sequence[torch.Tensor], what: str,
-                     box_atol: float = 1e-2, score_atol: float = 1e-3) -> float:
-    """Same detections: the same count and labels, boxes within ``box_atol`` pixels, scores within
-    ``score_atol``, masks (when present) within ``score_atol`` on average. Returns the largest box
-    difference."""
-    boxes, labels, scores = (torch.as_tensor(g) for g in got[:3])
-    if boxes.shape != want[0].shape:
-        raise ExportCheckError(f"{what}: {len(boxes)} detections, PyTorch finds {len(want[0])}")
-    if not torch.equal(labels.long(), want[1].long()):
-        raise ExportCheckError(f"{what}: the detected labels differ from PyTorch's")
-    box_diff = (boxes.float() - want[0].float()).abs().max().item() if len(boxes) else 0.0
-    score_diff = (scores.float() - want[2].float()).abs().max().item() if len(scores) else 0.0
-    if box_diff > box_atol or score_diff > score_atol:
-        raise ExportCheckError(f"{what}: boxes differ by up to {box_diff:.3g} px, scores by {score_diff:.3g}")
-    if len(got) > 3 and len(boxes):
-        mask_diff = (torch.as_tensor(got[3]).float() - want[3].float()).abs().mean().item()
-        if mask_diff > score_atol:
-            raise ExportCheckError(f"{what}: masks differ from PyTorch's by {mask_diff:.3g} on average")
-    return box_diff
-
-
-def synthetic_image(size: int, seed: int = 0) -> torch.Tensor:
-    """A (3, size, size) test picture in [0, 1]: a few flat rectangles on a smooth background, so
-    that region proposals have edges to find."""
-    g = torch.Generator().manual_seed(seed)
-    ramp = torch.linspace(0.2, 0.6, size)
-    image = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size),
-                         torch.full((size, size), 0.4)])
-    for _ in range(4):
-        h, w = (int(v) for v in torch.randint(size // 8, size // 2, (2,), generator=g))
-        top, left = (int(v) for v in torch.randint(0, size - max(h, w), (2,), generator=g))
-        image[:, top:top + h, left:left + w] = torch.rand(3, 1, 1, generator=g)
-    return image

@@ -35,7 +35,9 @@ def test_training_step_and_evaluation_follow_the_contract(shapes):
     assert losses["loss"].item() == pytest.approx(sum(v.item() for k, v in losses.items() if k != "loss"), rel=1e-5)
     model.eval()
     with torch.no_grad():
-        metrics = task.evaluate(model, [task.collate_fn(False)([val[i] for i in range(3)])], torch.device("cpu"))
+        result = task.evaluate(model, [task.collate_fn(False)([val[i] for i in range(3)])], torch.device("cpu"))
+    metrics = result.metrics
+    assert isinstance(result.predictions, list)
     assert metrics["num_images"] == 3 and "box_ap" in metrics and "mask_ap75" in metrics
     meta = task.metadata()
     assert meta["task"] == "det" and meta["cat_ids"] == [1, 2, 3, 4, 5] and meta["detector"]["name"] == "resnet_tiny"
@@ -46,7 +48,7 @@ def test_box_only_model_reports_box_metrics_only(shapes):
     _, val = task.build_datasets()
     model = task.build_model().eval()
     with torch.no_grad():
-        metrics = task.evaluate(model, [task.collate_fn(False)([val[0]])], torch.device("cpu"))
+        metrics = task.evaluate(model, [task.collate_fn(False)([val[0]])], torch.device("cpu")).metrics
     assert "box_ap" in metrics and not any(k.startswith("mask_") for k in metrics)
 
 

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from botnet.engine import distributed as du
-from botnet.engine.task import Task
+from botnet.engine.task import Evaluation, Task
 
 
 class ToyImages(Dataset):
@@ -67,7 +67,7 @@ class ToyTask(Task):
             stats[1] += F.cross_entropy(logits, y, reduction="sum")
             stats[2] += len(y)
         du.all_reduce_sum(stats)
-        return {"acc": float(stats[0] / stats[2]), "loss": float(stats[1] / stats[2])}
+        return Evaluation({"acc": float(stats[0] / stats[2]), "loss": float(stats[1] / stats[2])})
 
     def metadata(self):
         return {"task": "toy"}

@@ -5,9 +5,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-from torch import nn
-
 from botnet.classification.config import ClassificationConfig, ClsDataConfig, ClsModelConfig
 from botnet.classification.task import ClassificationTask
 from botnet.engine import distributed as du
@@ -15,6 +12,7 @@ from botnet.engine import evaluate, train
 from botnet.engine.config import resolve_run_config
 from botnet.errors import UserError
 from botnet.io import write_json
+from botnet.loading import LoadedModel, load_model
 
 
 def resolve_train_config(recipe: str | os.PathLike | None = None, overrides: Sequence[str] = (),
@@ -29,27 +27,12 @@ def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,
     return train(ClassificationTask(cfg), cfg, out_dir, resume=resume)
 
 
-def load_classifier(weights: str | os.PathLike, img_size: int | None = None,
-                    device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A model rebuilt from a weights file written by training, and the file's metadata."""
-    from botnet.api import build_classifier_from_file
-    from botnet.weights import read_metadata
-
-    meta = read_metadata(weights)
-    if not meta.get("class_names") or "config" not in meta:
-        raise UserError(f"{weights}: no class names / model description in this file; "
-                        "use the model.safetensors or best.safetensors of a classification run")
-    # the position tables are resized when img_size differs from the size trained at
-    model = build_classifier_from_file(weights, meta, img_size=img_size)
-    return model.to(device).eval(), meta
-
-
-def _task_for_weights(meta: dict[str, Any], img_size: int | None, strict: bool) -> ClassificationTask:
-    size = img_size or int(meta.get("img_size", [224])[0])
-    data = ClsDataConfig(img_size=size, crop_pct=float(meta.get("crop_pct", 0.875)), strict=strict,
-                         mean=tuple(meta.get("mean", ClsDataConfig.mean)), std=tuple(meta.get("std", ClsDataConfig.std)))
-    cfg = ClassificationConfig(model=ClsModelConfig(name=meta.get("model", "")), data=data)
-    return ClassificationTask(cfg, class_names=meta["class_names"])
+def _task_for_weights(loaded: LoadedModel, strict: bool) -> ClassificationTask:
+    # the evaluation preprocessing of the weights (as rebuilt by botnet.loading)
+    data = ClsDataConfig(img_size=loaded.img_size[0], crop_pct=loaded.crop_pct, strict=strict, mean=loaded.mean,
+                         std=loaded.std)
+    cfg = ClassificationConfig(model=ClsModelConfig(name=loaded.metadata.get("model", "")), data=data)
+    return ClassificationTask(cfg, class_names=loaded.class_names)
 
 
 def evaluate_classifier(
@@ -68,38 +51,18 @@ def evaluate_classifier(
     """Top-1 / top-5 accuracy (percent) and loss of ``weights`` on ``data/<split>``; written to
     ``out_dir/metrics.json`` when ``out_dir`` is given."""
     dev = du.select_device(device)
-    model, meta = load_classifier(weights, img_size, dev)
-    task = _task_for_weights(meta, img_size, strict)
+    loaded = load_model(weights, img_size=img_size, device=dev)
+    if loaded.task != "cls":
+        raise UserError(f"{weights}: detection weights; evaluate them with `botnet eval det`")
+    if not loaded.metadata.get("class_names"):
+        raise UserError(f"{weights}: no class names in this file; use the model.safetensors or best.safetensors "
+                        "of a classification run")
+    task = _task_for_weights(loaded, strict)
     split_dir = Path(data) / split if (Path(data) / split).is_dir() else Path(data)
     dataset = task.eval_dataset(split_dir)
-    metrics = evaluate(task, model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp,
-                       channels_last=dev.type == "cuda")
-    metrics.update(task.summary(), weights=str(weights), data=str(split_dir))
+    result = evaluate(task, loaded.model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp,
+                      channels_last=dev.type == "cuda")
+    metrics = {**result.metrics, **task.summary(), "weights": str(weights), "data": str(split_dir)}
     if out_dir is not None and du.rank() == 0:
         write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
-
-
-@torch.no_grad()
-def predict(images: Sequence[str | os.PathLike], weights: str | os.PathLike, *, topk: int = 5,
-            img_size: int | None = None, device: str = "auto") -> list[list[tuple[str, float]]]:
-    """The ``topk`` (class name, probability) pairs of each image, best first."""
-    from botnet.data.imagefolder import load_rgb
-
-    dev = du.select_device(device)
-    model, meta = load_classifier(weights, img_size, dev)
-    task = _task_for_weights(meta, img_size, strict=True)
-    transform = task.eval_transform()
-    names = meta["class_names"]
-    results = []
-    for path in images:
-        try:
-            image = load_rgb(str(path))
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such image") from None
-        except (OSError, ValueError, SyntaxError) as e:
-            raise UserError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
-        probs = model(transform(image)[None].to(dev)).float().softmax(dim=1)[0]
-        p, idx = probs.topk(min(topk, len(names)))
-        results.append([(names[i], float(v)) for v, i in zip(p.tolist(), idx.tolist())])
-    return results

@@ -13,7 +13,7 @@ from botnet.classification.config import ClassificationConfig, ClsModelConfig
 from botnet.classification.transforms import eval_transform, train_transform
 from botnet.data.imagefolder import ImageFolderDataset, Unreadable, collate_skipping, scan_image_folder, scan_split
 from botnet.engine import distributed as du
-from botnet.engine.task import Task
+from botnet.engine.task import Evaluation, Task
 from botnet.errors import DataError, UserError
 
 
@@ -123,7 +123,7 @@ class ClassificationTask(Task):
         logits = model(images)
         return {"loss": F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.loss.label_smoothing)}
 
-    def evaluate(self, model, batches: Iterable[Any], device) -> dict[str, float]:
+    def evaluate(self, model, batches: Iterable[Any], device) -> Evaluation:
         """top1 / top5 in percent, and the plain cross-entropy (no smoothing)."""
         k5 = min(5, len(self.class_names or [])) or 1
         stats = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss sum, count
@@ -137,8 +137,8 @@ class ClassificationTask(Task):
             stats += torch.stack([top1.double(), top5.double(), loss.double(), torch.tensor(len(labels), dtype=torch.float64, device=device)])
         du.all_reduce_sum(stats)
         n = max(stats[3].item(), 1.0)
-        return {"top1": 100.0 * stats[0].item() / n, "top5": 100.0 * stats[1].item() / n,
-                "loss": stats[2].item() / n, "num_images": int(stats[3].item())}
+        return Evaluation({"top1": 100.0 * stats[0].item() / n, "top5": 100.0 * stats[1].item() / n,
+                           "loss": stats[2].item() / n, "num_images": int(stats[3].item())})
 
     def metadata(self) -> dict[str, Any]:
         d = self.cfg.data

@@ -65,11 +65,16 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from botnet.classification.api import predict
+    import botnet
+    from botnet.engine.distributed import select_device
 
-    results = predict(args.images, args.weights, topk=args.topk, img_size=args.img_size, device=args.device)
-    for path, top in zip(args.images, results):
+    predictor = botnet.load(args.weights, img_size=args.img_size, device=select_device(args.device))
+    if predictor.task != "cls":
+        from botnet.errors import UserError
+
+        raise UserError(f"{args.weights}: detection weights; use `botnet predict det`")
+    for path, result in zip(args.images, predictor.predict(args.images, topk=args.topk)):
         print(path)
-        for name, prob in top:
+        for name, prob in zip(result.labels, result.probs):
             print(f"  {prob:7.4f}  {name}")
     return 0

@@ -140,10 +140,17 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from botnet.detection.api import predict_images
+    import botnet
+    from botnet.detection.predict import write_predictions
+    from botnet.engine.distributed import select_device
+    from botnet.errors import UserError
 
-    doc = predict_images(args.images, args.weights, args.out, score_thresh=args.score_thresh,
-                         device=args.device, canvas=args.canvas)
+    predictor = botnet.load(args.weights, img_size=args.canvas, device=select_device(args.device))
+    if predictor.task != "det":
+        raise UserError(f"{args.weights}: classification weights; use `botnet predict cls`")
+    doc = write_predictions(predictor.model, args.images, predictor.class_names, args.out,
+                            cat_ids=predictor.metadata.get("cat_ids"), score_thresh=args.score_thresh,
+                            device=predictor.device)
     names = {c["id"]: c["name"] for c in doc["categories"]}
     for info in doc["images"]:
         dets = sorted((a for a in doc["annotations"] if a["image_id"] == info["id"]), key=lambda a: -a["score"])

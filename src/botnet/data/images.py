@@ -2,7 +2,7 @@
 
 ``load_rgb`` decodes a file to an 8-bit RGB PIL image and raises the decoder's own errors (the
 datasets catch them to skip and count a bad file); ``read_image`` takes anything a user may hand
-to prediction (a path, a PIL image, a tensor) and returns a (3, H, W) uint8 tensor, with a
+to prediction (a path, a PIL image, a tensor) and returns a (3, H, W) tensor, with a
 :class:`~botnet.errors.UserError` naming the file when it cannot.
 
 High bit depths are scaled, not clipped: a 16-bit PNG (PIL modes ``I;16*`` and ``I``) keeps its
@@ -42,7 +42,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
 
 def read_image(item: ImageLike) -> torch.Tensor:
-    """One image as a (3, H, W) uint8 tensor.
+    """One image as a (3, H, W) tensor: uint8 from files, PIL images and uint8 tensors, float32 in
+    [0, 1] from floating-point tensors.
 
     Paths and PIL images are decoded as RGB. Tensors are (C, H, W) with C = 1 or 3, either uint8
     (0..255) or floating point with finite values in [0, 1] (not normalised); any other dtype or
@@ -68,8 +69,7 @@ def read_image(item: ImageLike) -> torch.Tensor:
                 raise UserError(f"a floating-point image tensor must hold finite values in [0, 1], got {lo:g}..{hi:g}"
                                 + ("" if bool(torch.isfinite(image).all()) else " and NaN / inf")
                                 + " (pass uint8 for 0..255)")
-            # k / 255 for a uint8 k rounds back to k exactly
-            image = image.mul(255).round_().to(torch.uint8)
+            image = image.float()  # kept as it is: quantising to 8 bits would change the input
         elif image.dtype != torch.uint8:
             raise UserError(f"an image tensor must be uint8 (0..255) or floating point (0..1), got {image.dtype}")
         return image.expand(3, -1, -1) if image.shape[0] == 1 else image

@@ -15,7 +15,7 @@ from botnet.detection.evaluator import CocoEvaluator, to_float_image
 from botnet.detection.maskrcnn import build_maskrcnn
 from botnet.engine import distributed as du
 from botnet.engine.config import to_dict
-from botnet.engine.task import Task
+from botnet.engine.task import Evaluation, Task
 from botnet.errors import UserError
 
 
@@ -39,7 +39,6 @@ class DetectionTask(Task):
         self.class_names = list(class_names) if class_names is not None else None
         self.cat_ids = list(cat_ids) if cat_ids is not None else None
         self.val_set: CocoDetection | None = None
-        self.last_results: list[dict] = []
 
     # -- data ------------------------------------------------------------------------------
 
@@ -113,8 +112,9 @@ class DetectionTask(Task):
         losses = {k: v.float() for k, v in losses.items()}
         return {"loss": sum(losses.values()), **losses}
 
-    def evaluate(self, model, batches: Iterable[Any], device) -> dict[str, float]:
-        """COCO box (and mask) AP on the 0-100 scale over every rank's images."""
+    def evaluate(self, model, batches: Iterable[Any], device) -> Evaluation:
+        """COCO box (and mask) AP on the 0-100 scale over every rank's images, and the detections
+        in the COCO results format."""
         if self.val_set is None:
             raise UserError("no validation set: build_datasets() or build_val_dataset() first")
         iou_types = ("bbox", "segm") if getattr(model, "roi_heads", None) is not None and \
@@ -127,10 +127,9 @@ class DetectionTask(Task):
             outputs = model(images)
             evaluator.update(outputs, [t["image_id"] for t in targets])
         evaluator.gather()
-        self.last_results = evaluator.results
         metrics = evaluator.summarize()
         metrics["num_images"] = len(evaluator.image_ids)
-        return metrics
+        return Evaluation(metrics, evaluator.results)
 
     def metadata(self) -> dict[str, Any]:
         return {"task": "det", "class_names": list(self.class_names or []), "cat_ids": list(self.cat_ids or []),

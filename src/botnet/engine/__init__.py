@@ -2,7 +2,7 @@
 
     from botnet.engine import train, evaluate, TrainConfig, load_config
     summary = train(task, cfg, "runs/exp1")            # or resume="runs/exp1"
-    metrics = evaluate(task, model, dataset, batch_size=64)
+    metrics = evaluate(task, model, dataset, batch_size=64).metrics
 """
 from botnet.engine.config import (  # noqa: F401
     AmpConfig,
@@ -24,5 +24,5 @@ from botnet.engine.config import (  # noqa: F401
 )
 from botnet.engine.evaluate import autocast, evaluate  # noqa: F401
 from botnet.engine.run_log import read_metrics_csv  # noqa: F401
-from botnet.engine.task import Task  # noqa: F401
+from botnet.engine.task import Evaluation, Task  # noqa: F401
 from botnet.engine.trainer import NonFiniteLossError, train  # noqa: F401

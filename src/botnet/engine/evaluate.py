@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from botnet.engine import distributed as du
 from botnet.engine.loader import eval_loader
-from botnet.engine.task import Task
+from botnet.engine.task import Evaluation, Task
 from botnet.errors import UserError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -38,11 +38,11 @@ def evaluate(
     device: torch.device | str | None = None,
     amp: str = "bf16",
     channels_last: bool = False,
-) -> dict[str, float]:
-    """Run ``task.evaluate`` over ``dataset`` and return its flat metrics.
+) -> Evaluation:
+    """Run ``task.evaluate`` over ``dataset`` and return its metrics and predictions.
 
     Under torch.distributed each rank reads its shard and the task reduces across ranks; every
-    rank returns the same dict. ``model`` is put in eval mode (and moved to ``device``).
+    rank returns the same metrics. ``model`` is put in eval mode (and moved to ``device``).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device)

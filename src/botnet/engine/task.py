@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import warnings
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
@@ -16,6 +17,15 @@ from torch.utils.data import Dataset
 
 from botnet.engine import distributed as du
 from botnet.errors import DataError
+
+
+@dataclass
+class Evaluation:
+    """What :meth:`Task.evaluate` returns: flat metrics, and the predictions behind them in the
+    task's output format (detection: COCO results of every image; None where a task keeps none)."""
+
+    metrics: dict[str, float]
+    predictions: list[Any] | None = None
 
 
 class Task(abc.ABC):
@@ -48,10 +58,10 @@ class Task(abc.ABC):
         Runs inside the engine's autocast context."""
 
     @abc.abstractmethod
-    def evaluate(self, model: nn.Module, batches: Iterable[Any], device: torch.device) -> dict[str, float]:
-        """Evaluate ``model`` (already in eval mode) on this rank's share of the val set and return
-        flat metrics. Under torch.distributed the task gathers/reduces across ranks itself (so
-        that e.g. COCO evaluation sees all predictions) and every rank returns the same dict."""
+    def evaluate(self, model: nn.Module, batches: Iterable[Any], device: torch.device) -> Evaluation:
+        """Evaluate ``model`` (already in eval mode) on this rank's share of the val set. Under
+        torch.distributed the task gathers/reduces across ranks itself (so that e.g. COCO
+        evaluation sees all predictions) and every rank returns the same metrics."""
 
     def batch_size(self, batch: Any) -> int:
         """Number of images in ``batch`` (for throughput)."""

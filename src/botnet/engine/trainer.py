@@ -1,10 +1,11 @@
 """The training loop shared by every task.
 
 ``train(task, cfg, out_dir)`` runs unchanged in one process or under ``torchrun`` (one process per
-device). Per optimizer step it runs ``accum_steps`` micro-batches through ``task.training_step``
-under autocast, checks the loss is finite on every rank, clips, steps the optimizer and the
-schedule, updates the EMA copy, logs, and evaluates / checkpoints on schedule. Only rank 0 writes
-files; every rank takes part in the collectives (loss reduction, evaluation, RNG gathering).
+device). The loop runs ``accum_steps`` micro-batches per optimizer step through
+``task.training_step`` under autocast, checks the loss is finite on every rank, clips, and steps
+the optimizer and the schedule; everything else (EMA, logging, evaluation with the best checkpoint,
+periodic checkpoints) is a hook of :mod:`botnet.engine.hooks`. Only rank 0 writes files; every rank
+takes part in the collectives (loss reduction, evaluation, RNG gathering).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from botnet.engine import checkpoint as ckpt
 from botnet.engine import distributed as du
 from botnet.engine.config import TrainConfig, save_config, to_dict
-from botnet.engine.ema import ModelEma
 from botnet.engine.evaluate import autocast, evaluate
+from botnet.engine.hooks import CheckpointHook, EmaHook, EvalHook, Hook, LogHook, StepResult
 from botnet.engine.loader import train_loader
 from botnet.engine.optim import build_optimizer, build_scheduler
 from botnet.engine.run_log import NullRunLog, RunLog
@@ -82,7 +83,12 @@ class Trainer:
         if tc.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self.ema = ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None
+        self.ema = EmaHook(model, cfg.ema.decay, cfg.ema.every_steps) if cfg.ema.enabled else None
+        self.logger = LogHook(cfg.log.every_steps)
+        self.evaluator = EvalHook(cfg.eval.every_epochs, cfg.eval.every_steps, cfg.checkpoint.keep_best)
+        # after_step in this order; after_train in reverse (checkpoint first, see Hook.after_train)
+        self.hooks: list[Hook] = [h for h in (self.ema, self.logger, self.evaluator,
+                                              CheckpointHook(cfg.checkpoint.every_steps)) if h is not None]
         self.ddp = model
         if info.enabled:
             self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -106,12 +112,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.total_steps, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp.dtype == "fp16")
         self.step = 0
-        self.best = {"metric": task.main_metric, "value": -math.inf, "step": -1}
-        self.window = {"steps": 0, "images": 0, "seconds": 0.0, "sums": {}}
-        self.last_eval_step = self.last_ckpt_step = -1
         self.last_checkpoint: Path | None = None
-        self.last_train_row: dict[str, float] = {}
-        self.last_metrics: dict[str, float] = {}
         rng = None
         if self.resume_from is not None:
             rng = self._load(self.resume_from)
@@ -133,21 +134,20 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        return {
+        state = {
             "step": self.step,
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
             "world_size": self.info.world_size,
             "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "best": dict(self.best),
-            "window": {**self.window, "sums": dict(self.window["sums"])},
             "config": to_dict(self.cfg),
             "metadata": self.task.metadata(),
         }
+        state.update({h.state_key: h.state_dict() for h in self.hooks if h.state_key})
+        return state
 
     def save_checkpoint(self, best: bool = False) -> None:
         rng = du.all_gather_objects(ckpt.rng_state())  # collective: every rank calls this
@@ -158,8 +158,6 @@ class Trainer:
             else:
                 self.last_checkpoint = ckpt.save_checkpoint(state, ckpt.step_path(self.out_dir, self.step))
                 ckpt.prune(self.out_dir, self.cfg.checkpoint.keep_last)
-        if not best:
-            self.last_ckpt_step = self.step
         du.barrier()
 
     def _load(self, path: Path) -> list:
@@ -168,54 +166,47 @@ class Trainer:
         state = ckpt.load_checkpoint(path, map_location="cpu")
         try:
             self.model.load_state_dict(state["model"])
-            if self.ema is not None:
-                if state.get("ema") is not None:
-                    self.ema.load_state_dict(state["ema"])
-                else:  # EMA switched on for the rest of the run: start it from the weights
-                    self.ema.module.load_state_dict(self.model.state_dict())
+            for hook in self.hooks:
+                if hook.state_key:
+                    hook.load_state_dict(state.get(hook.state_key))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"{path}: this checkpoint does not match the configured model/optimizer ({e})") from None
         self.step = int(state["step"])
-        self.best = dict(state["best"])
-        self.window = state["window"]
-        self.last_eval_step = self.last_ckpt_step = self.step
         if state["steps_per_epoch"] != self.steps_per_epoch:
             warnings.warn(f"{path}: saved with {state['steps_per_epoch']} steps per epoch, now "
                           f"{self.steps_per_epoch}; the data order of the resumed run differs")
         return state["rng"]
 
-    # -- evaluation ------------------------------------------------------------------------
+    # -- what the hooks call ----------------------------------------------------------------
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None and self.cfg.eval.use_ema else self.model
 
-    def run_eval(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics of the evaluated weights (EMA or raw) on the validation set."""
         tc = self.cfg.train
-        metrics = evaluate(
+        return evaluate(
             self.task, self.eval_model(), self.val_set, batch_size=self.cfg.eval.batch_size or tc.batch_size,
             workers=tc.workers, device=self.device, amp=self.cfg.amp.dtype, channels_last=tc.channels_last,
-        )
-        self.last_eval_step = self.step
-        self.last_metrics = metrics
-        self.log.log_eval(self.step, self.step / self.steps_per_epoch, metrics)
-        value = metrics.get(self.task.main_metric)
-        if value is not None and value > self.best["value"]:
-            self.best = {"metric": self.task.main_metric, "value": float(value), "step": self.step}
-            if self.cfg.checkpoint.keep_best:
-                self.save_checkpoint(best=True)
-                if self.info.is_main:
-                    export_weights(self.eval_model(), self.out_dir / "best.safetensors", self.task.metadata())
-        self.log.flush()
-        return metrics
+        ).metrics
+
+    def export_weights(self, name: str) -> None:
+        """Inference weights of the evaluated model (safetensors + the task's metadata, written
+        atomically) for ``botnet eval`` / ``predict``."""
+        if self.info.is_main:
+            from botnet.weights import save_weights
+
+            save_weights(self.eval_model(), self.out_dir / name, self.task.metadata())
 
     # -- the loop --------------------------------------------------------------------------
 
-    def train_step(self, batches) -> dict[str, float]:
-        """One optimizer step over ``accum_steps`` micro-batches; returns the rank-averaged losses."""
+    def train_step(self, batches) -> StepResult:
+        """One optimizer step over ``accum_steps`` micro-batches."""
         accum, model = self.cfg.train.accum_steps, self.ddp
+        started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
         images = 0
@@ -248,26 +239,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        if self.ema is not None and self.step % self.cfg.ema.every_steps == 0:
-            self.ema.update(self.model)
-        return {"_images": images * self.info.world_size, "_lr": lr, **values}
-
-    def _log_step(self, values: dict[str, float], seconds: float) -> None:
-        w = self.window
-        w["steps"] += 1
-        w["images"] += values.pop("_images")
-        lr = values.pop("_lr")
-        w["seconds"] += seconds
-        for k, v in values.items():
-            w["sums"][k] = w["sums"].get(k, 0.0) + v
-        rate = w["images"] / max(w["seconds"], 1e-9)
-        self.log.step(1, loss=values["loss"], img_s=rate)
-        if self.step % self.cfg.log.every_steps == 0 or self.step == self.total_steps:
-            mean = {k: s / w["steps"] for k, s in w["sums"].items()}
-            row = {"loss": mean.pop("loss"), "lr": lr, "throughput": rate, **mean}
-            self.log.log_train(self.step, self.step / self.steps_per_epoch, row)
-            self.last_train_row = row
-            self.window = {"steps": 0, "images": 0, "seconds": 0.0, "sums": {}}
+        return StepResult(values, images * self.info.world_size, lr, time.perf_counter() - started)
 
     def run(self) -> dict[str, Any]:
         tc, spe = self.cfg.train, self.steps_per_epoch
@@ -276,6 +248,8 @@ class Trainer:
             f"{self.global_batch}, lr {self.optimizer.param_groups[0]['initial_lr']:.4g}, {self.info.world_size} process(es) on "
             f"{self.device.type}" + (f", resumed at step {self.step}" if self.step else "")
         )
+        for hook in self.hooks:
+            hook.before_train(self)
         self.ddp.train()
         stop_at = min(self.total_steps, tc.stop_after_steps or self.total_steps)
         started = time.perf_counter()
@@ -285,10 +259,9 @@ class Trainer:
                 self.loader.sampler.set_epoch(epoch, skip=done * tc.accum_steps * tc.batch_size)
                 batches = iter(self.loader)
                 for _ in range(spe - done):
-                    t0 = time.perf_counter()
-                    values = self.train_step(batches)
-                    self._log_step(values, time.perf_counter() - t0)
-                    self._after_step(epoch_end=self.step % spe == 0)
+                    result = self.train_step(batches)
+                    for hook in self.hooks:
+                        hook.after_step(self, result)
                     if self.step >= stop_at:
                         break
                 del batches
@@ -296,24 +269,10 @@ class Trainer:
             self.log.flush()  # every good step stays in metrics.csv
             self.log.close()
             raise
-        if self.val_set is not None and self.last_eval_step != self.step and self.step == self.total_steps:
-            self.run_eval()
-        if self.last_ckpt_step != self.step:
-            self.log.flush()
-            self.save_checkpoint()
-        return self.finish(time.perf_counter() - started)
-
-    def _after_step(self, epoch_end: bool) -> None:
-        ec, cc, step = self.cfg.eval, self.cfg.checkpoint, self.step
-        epoch = step // self.steps_per_epoch
-        if self.val_set is not None and step < self.total_steps and (
-            (ec.every_steps and step % ec.every_steps == 0)
-            or (epoch_end and ec.every_epochs and epoch % ec.every_epochs == 0)
-        ):
-            self.run_eval()
-        if step < self.total_steps and ((cc.every_steps and step % cc.every_steps == 0) or (not cc.every_steps and epoch_end)):
-            self.log.flush()  # first, so the log on disk always reaches the newest checkpoint
-            self.save_checkpoint()
+        seconds = time.perf_counter() - started
+        for hook in reversed(self.hooks):
+            hook.after_train(self)
+        return self.finish(seconds)
 
     def finish(self, seconds: float) -> dict[str, Any]:
         extra = self.task.summary()  # collective under torch.distributed
@@ -323,24 +282,16 @@ class Trainer:
             "epoch": round(self.step / self.steps_per_epoch, 4),
             "train_seconds": round(seconds, 2),
         }
-        if self.last_train_row:
-            row = self.last_train_row
+        row = self.logger.last_row
+        if row:
             summary.update(train_loss=row["loss"], lr=row["lr"], images_per_s=round(row["throughput"], 2))
-        summary.update({f"val_{k}": v for k, v in self.last_metrics.items()})
-        if self.best["step"] >= 0:
-            summary[f"best_val_{self.best['metric']}"] = self.best["value"]
-            summary["best_step"] = self.best["step"]
+        summary.update({f"val_{k}": v for k, v in self.evaluator.last_metrics.items()})
+        best = self.evaluator.best
+        if best["step"] >= 0:
+            summary[f"best_val_{best['metric']}"] = best["value"]
+            summary["best_step"] = best["step"]
         summary.update(extra)
         if self.info.is_main:
-            export_weights(self.eval_model(), self.out_dir / "model.safetensors", self.task.metadata())
             self.log.finish(summary)
         du.barrier()
         return summary
-
-
-def export_weights(model: nn.Module, path: Path, metadata: dict[str, Any]) -> Path:
-    """Inference weights (safetensors + metadata, written atomically) for ``botnet eval`` /
-    ``predict``."""
-    from botnet.weights import save_weights
-
-    return save_weights(model, path, metadata)

@@ -1,0 +1,110 @@
+"""Detection prediction: the one path from raw images to boxes, labels, scores and masks, and the
+pictures and COCO-format file that ``botnet predict det`` writes."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from botnet.data.images import ImageLike, read_image
+from botnet.detection.evaluator import detections_to_coco, to_float_image
+from botnet.detection.visualize import draw_detections, save_png
+from botnet.engine.evaluate import autocast
+from botnet.io import write_json
+
+
+@dataclass
+class Detections:
+    """Objects found in one image, in its own pixel coordinates, best score first.
+
+    ``boxes`` (N, 4) x1, y1, x2, y2; ``scores`` (N,); ``labels`` class names; ``label_ids`` (N,)
+    detector labels (1-based, 0 is the background); ``masks`` (N, H, W) bool, or None for a
+    detector without a mask head."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: list[str]
+    label_ids: torch.Tensor
+    masks: torch.Tensor | None
+
+    def as_output(self) -> dict[str, torch.Tensor]:
+        """The detector's output dict (masks as (N, 1, H, W) 0 / 1) for drawing and COCO export."""
+        out = {"boxes": self.boxes, "scores": self.scores, "labels": self.label_ids}
+        if self.masks is not None:
+            out["masks"] = self.masks[:, None].float()
+        return out
+
+
+@torch.no_grad()
+def detect(model: nn.Module, image: ImageLike, class_names: Sequence[str], *, score_thresh: float = 0.5,
+           device: torch.device | str = "cpu", amp: str = "fp32") -> Detections:
+    """The objects of one image scoring at least ``score_thresh``.
+
+    The evaluation path of the detection task: torchvision's transform resizes the longer side to
+    the canvas, normalises, and maps boxes and masks back to the image (masks thresholded at 0.5)."""
+    pixels = read_image(image)
+    h, w = pixels.shape[-2:]
+    device = torch.device(device)
+    with autocast(device, amp):
+        out = model([to_float_image(pixels, device)])[0]
+    keep = out["scores"] >= score_thresh
+    ids = out["labels"][keep].cpu()
+    masks = None
+    if "masks" in out:
+        masks = out["masks"][keep].cpu()[:, 0] > 0.5 if keep.any() else torch.zeros(0, h, w, dtype=torch.bool)
+    names = [class_names[i - 1] if 0 < i <= len(class_names) else str(i) for i in ids.tolist()]
+    return Detections(out["boxes"][keep].float().cpu(), out["scores"][keep].float().cpu(), names, ids, masks)
+
+
+def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], class_names: Sequence[str],
+                      out_dir: str | os.PathLike, *, cat_ids: Sequence[int] | None = None,
+                      score_thresh: float = 0.5, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Detect objects in image files: one PNG per image with masks, boxes, class names and scores
+    drawn, and ``detections.json``, a COCO instances file (images, categories, and one annotation
+    with a ``score`` per detection). A failure part-way removes the pictures already drawn.
+    Returns the document."""
+    cat_ids = list(cat_ids or range(1, len(class_names) + 1))
+    label_to_cat = {i + 1: c for i, c in enumerate(cat_ids)}
+    out_dir = Path(out_dir)
+    doc: dict[str, Any] = {"images": [], "annotations": [],
+                           "categories": [{"id": c, "name": n} for c, n in zip(cat_ids, class_names)]}
+    written: list[Path] = []
+    used: set[str] = set()
+    try:
+        for image_id, path in enumerate(images, start=1):
+            pixels = read_image(path)
+            found = detect(model, pixels, class_names, score_thresh=score_thresh, device=device)
+            stem = Path(path).stem
+            name = stem if stem not in used else f"{stem}_{image_id}"
+            used.add(name)
+            written.append(save_png(draw_detections(pixels, found.as_output(), class_names, 0.0), out_dir / f"{name}.png"))
+            doc["images"].append({"id": image_id, "file_name": str(path), "width": pixels.shape[2],
+                                  "height": pixels.shape[1], "drawing": f"{name}.png"})
+            for det in detections_to_coco(found.as_output(), image_id, label_to_cat):
+                det.update(id=len(doc["annotations"]) + 1, iscrowd=0, area=round(det["bbox"][2] * det["bbox"][3], 2))
+                doc["annotations"].append(det)
+    except BaseException:
+        for picture in written:  # no pictures without their detections.json
+            picture.unlink(missing_ok=True)
+        raise
+    write_json(out_dir / "detections.json", doc, indent=None)
+    return doc
+
+
+def letterbox(image: torch.Tensor, canvas: int) -> tuple[torch.Tensor, float]:
+    """Resize a (3, H, W) image so that its longer side is ``canvas``, pad the bottom / right with
+    zeros to ``canvas`` x ``canvas`` (the training crop's padding), and return it with the scale
+    (canvas pixels per image pixel). This is the input of a fixed-canvas detector export:
+    divide its boxes by the scale to return to the image."""
+    from torchvision.transforms.v2 import functional as TF
+
+    h, w = image.shape[-2:]
+    scale = canvas / max(h, w)
+    size = [max(1, min(canvas, round(h * scale))), max(1, min(canvas, round(w * scale)))]
+    resized = TF.resize(image, size, antialias=True) if size != [h, w] else image
+    return F.pad(resized, (0, canvas - size[1], 0, canvas - size[0])), scale

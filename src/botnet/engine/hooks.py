@@ -1,0 +1,226 @@
+"""The trainer's policies as hooks: each is a small object with its own state.
+
+A hook is called before training, after every optimizer step and after the last one; whatever it
+keeps that a resumed run needs (the best metric, the logging window, the EMA weights) it hands to
+the checkpoint under its ``state_key``. The loop in :mod:`botnet.engine.trainer` knows nothing of
+evaluation schedules, checkpoint schedules, logging or EMA: the same shape as detectron2's
+``HookBase`` / ``TrainerBase``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from botnet.engine.ema import ModelEma
+
+if TYPE_CHECKING:
+    from botnet.engine.trainer import Trainer
+
+
+@dataclass
+class StepResult:
+    """One optimizer step, as the loop reports it to the hooks."""
+
+    #: rank-averaged losses ("loss" and the task's terms)
+    losses: dict[str, float]
+    #: images in the step, over all ranks
+    images: int
+    #: the learning rate the step used
+    lr: float
+    seconds: float
+
+
+class Hook:
+    #: key of this hook's state in a checkpoint (None: it keeps none)
+    state_key: str | None = None
+
+    def before_train(self, trainer: "Trainer") -> None:
+        pass
+
+    def after_step(self, trainer: "Trainer", result: StepResult) -> None:
+        pass
+
+    def after_train(self, trainer: "Trainer") -> None:
+        """After the last step of this invocation (the run may be paused, not finished). Hooks
+        are called here in reverse order, so that the checkpoint comes before the evaluation."""
+
+    def state_dict(self) -> Any:
+        return None
+
+    def load_state_dict(self, state: Any) -> None:
+        pass
+
+
+class EmaHook(Hook):
+    """An exponential moving average of the weights, updated every ``every_steps`` steps."""
+
+    state_key = "ema"
+
+    def __init__(self, model: torch.nn.Module, decay: float, every_steps: int):
+        self.ema = ModelEma(model, decay)
+        self.every_steps = every_steps
+        self._model = model
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.ema.module
+
+    def after_step(self, trainer, result) -> None:
+        if trainer.step % self.every_steps == 0:
+            self.ema.update(self._model)
+
+    def state_dict(self):
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        if state is None:  # EMA switched on for the rest of the run: start it from the weights
+            self.ema.module.load_state_dict(self._model.state_dict())
+        else:
+            self.ema.load_state_dict(state)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class LogHook(Hook):
+    """Mean losses, learning rate and throughput over a window of steps: one metrics.csv row every
+    ``every_steps`` steps, and a console line (step / total, epoch, loss, lr, images/s, ETA, peak
+    CUDA memory) at least every ``every_seconds`` seconds, so that a log file is never silent for
+    long (the progress bar only shows on a terminal)."""
+
+    state_key = "window"
+
+    def __init__(self, every_steps: int, every_seconds: float = 30.0):
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.window = self._empty()
+        self.last_row: dict[str, float] = {}
+        self._last_line = time.monotonic()
+        self._session = {"steps": 0, "seconds": 0.0}  # this invocation's pace, for the ETA
+
+    @staticmethod
+    def _empty() -> dict[str, Any]:
+        return {"steps": 0, "images": 0, "seconds": 0.0, "sums": {}}
+
+    def after_step(self, trainer, result) -> None:
+        w = self.window
+        w["steps"] += 1
+        w["images"] += result.images
+        w["seconds"] += result.seconds
+        for k, v in result.losses.items():
+            w["sums"][k] = w["sums"].get(k, 0.0) + v
+        self._session["steps"] += 1
+        self._session["seconds"] += result.seconds
+        rate = w["images"] / max(w["seconds"], 1e-9)
+        trainer.log.step(1, loss=result.losses["loss"], img_s=rate)
+        now = time.monotonic()
+        if now - self._last_line >= self.every_seconds or trainer.step % self.every_steps == 0:
+            self._last_line = now
+            trainer.log.message(self._line(trainer, result, rate))
+        if trainer.step % self.every_steps == 0 or trainer.step == trainer.total_steps:
+            mean = {k: s / w["steps"] for k, s in w["sums"].items()}
+            row = {"loss": mean.pop("loss"), "lr": result.lr, "throughput": rate, **mean}
+            trainer.log.log_train(trainer.step, trainer.step / trainer.steps_per_epoch, row)
+            self.last_row = row
+            self.window = self._empty()
+
+    def _line(self, trainer, result: StepResult, rate: float) -> str:
+        per_step = self._session["seconds"] / max(self._session["steps"], 1)
+        eta = _duration(per_step * (trainer.total_steps - trainer.step))
+        mean_loss = self.window["sums"]["loss"] / max(self.window["steps"], 1)
+        line = (f"step {trainer.step}/{trainer.total_steps} epoch {trainer.step / trainer.steps_per_epoch:.2f} "
+                f"loss {mean_loss:.4g} lr {result.lr:.4g} {rate:.1f} img/s eta {eta}")
+        if trainer.device.type == "cuda":
+            line += f" mem {torch.cuda.max_memory_allocated(trainer.device) / 2**30:.2f}G"
+        return line
+
+    def state_dict(self):
+        return {**self.window, "sums": dict(self.window["sums"])}
+
+    def load_state_dict(self, state) -> None:
+        if state is not None:
+            self.window = state
+
+
+class EvalHook(Hook):
+    """Evaluation every ``every_epochs`` epochs and / or ``every_steps`` steps and at the end of the
+    run, with the best value of the task's main metric tracked (and its weights kept)."""
+
+    state_key = "best"
+
+    def __init__(self, every_epochs: int, every_steps: int, keep_best: bool):
+        self.every_epochs, self.every_steps, self.keep_best = every_epochs, every_steps, keep_best
+        self.best: dict[str, Any] | None = None
+        self.last_step = -1
+        self.last_metrics: dict[str, float] = {}
+
+    def before_train(self, trainer) -> None:
+        if self.best is None:
+            self.best = {"metric": trainer.task.main_metric, "value": -math.inf, "step": -1}
+        self.last_step = trainer.step if trainer.step else -1
+
+    def after_step(self, trainer, result) -> None:
+        step, spe = trainer.step, trainer.steps_per_epoch
+        epoch_end = step % spe == 0
+        if trainer.val_set is not None and step < trainer.total_steps and (
+            (self.every_steps and step % self.every_steps == 0)
+            or (epoch_end and self.every_epochs and (step // spe) % self.every_epochs == 0)
+        ):
+            self.run(trainer)
+
+    def after_train(self, trainer) -> None:
+        if trainer.val_set is not None and self.last_step != trainer.step and trainer.step == trainer.total_steps:
+            self.run(trainer)
+
+    def run(self, trainer) -> dict[str, float]:
+        metrics = trainer.evaluate()
+        self.last_step, self.last_metrics = trainer.step, metrics
+        trainer.log.log_eval(trainer.step, trainer.step / trainer.steps_per_epoch, metrics)
+        value = metrics.get(trainer.task.main_metric)
+        if value is not None and value > self.best["value"]:
+            self.best = {"metric": trainer.task.main_metric, "value": float(value), "step": trainer.step}
+            if self.keep_best:
+                trainer.save_checkpoint(best=True)
+                trainer.export_weights("best.safetensors")
+        trainer.log.flush()
+        return metrics
+
+    def state_dict(self):
+        return dict(self.best) if self.best is not None else None
+
+    def load_state_dict(self, state) -> None:
+        self.best = dict(state) if state is not None else None
+
+
+class CheckpointHook(Hook):
+    """A checkpoint every ``every_steps`` steps (0: at the end of each epoch) and at the end."""
+
+    def __init__(self, every_steps: int):
+        self.every_steps = every_steps
+        self.last_step = -1
+
+    def before_train(self, trainer) -> None:
+        self.last_step = trainer.step if trainer.step else -1
+
+    def after_step(self, trainer, result) -> None:
+        step = trainer.step
+        due = step % self.every_steps == 0 if self.every_steps else step % trainer.steps_per_epoch == 0
+        if step < trainer.total_steps and due:
+            self.save(trainer)
+
+    def after_train(self, trainer) -> None:
+        # the trained weights reach the disk before anything else can fail (the final evaluation)
+        if self.last_step != trainer.step:
+            self.save(trainer)
+        trainer.export_weights("model.safetensors")
+
+    def save(self, trainer) -> None:
+        trainer.log.flush()  # first, so the log on disk always reaches the newest checkpoint
+        trainer.save_checkpoint()
+        self.last_step = trainer.step
