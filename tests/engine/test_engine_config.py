@@ -75,3 +75,35 @@ def test_exponent_floats_without_a_dot():
     # YAML 1.1 reads 1e-3 as a string; float fields take it anyway
     cfg = load_config(TrainConfig, overrides=["optim.lr=1e-3", "optim.weight_decay=4e-5"])
     assert cfg.optim.lr == pytest.approx(1e-3) and cfg.optim.weight_decay == pytest.approx(4e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("log.every_steps=0", r"log\.every_steps=0: must be at least 1"),
+    ("optim.lr=-1", r"optim\.lr=-1\.0: must be above 0"),
+    ("optim.betas=[0.9, 1.5]", r"optim\.betas=\(0\.9, 1\.5\): element 1"),
+    ("schedule.name=linear", r"schedule\.name='linear': must be one of cosine, step, constant"),
+    ("optim.betas=[0.9]", r"optim\.betas=\[0\.9\] must be a list of 2 values"),
+])
+def test_values_out_of_range_name_the_key_and_the_range(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(TrainConfig, overrides=[override])
+
+
+def test_sections_built_in_code_are_checked_too():
+    import dataclasses
+
+    from botnet.classification.config import ClsDataConfig
+    from botnet.engine.config import LogConfig
+
+    with pytest.raises(UserError, match=r"img_size=-5: must be at least 1 and at most 4096"):
+        ClsDataConfig(img_size=-5)
+    with pytest.raises(UserError, match="every_steps=0"):
+        dataclasses.replace(LogConfig(), every_steps=0)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_recipe_is_in_range(recipe):
+    from botnet.detection.config import DetectionConfig
+
+    cls = DetectionConfig if recipe.startswith(("det_", "demo_")) else ClassificationConfig
+    load_config(cls, recipe.removesuffix(".yaml"))

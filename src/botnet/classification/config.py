@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from botnet.engine.config import TrainConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from botnet.engine.config_validate import (
+    IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair)
+from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
-class ClsModelConfig:
+class ClsModelConfig(Checked):
+    limits: ClassVar[Limits] = {"drop_rate": fraction(hi_open=True), "drop_path_rate": fraction(hi_open=True)}
     #: a registered model (``botnet models`` lists them)
     name: str = "botnet_s1_50"
     #: dropout before the classifier
@@ -26,14 +27,19 @@ class ClsModelConfig:
 
 
 @dataclass
-class RandAugmentConfig:
+class RandAugmentConfig(Checked):
+    # torchvision's RandAugment has 31 magnitude bins: 0..30
+    limits: ClassVar[Limits] = {"layers": at_least(0), "magnitude": between(0, 30)}
     #: number of operations per image (0: off)
     layers: int = 2
     magnitude: int = 9
 
 
 @dataclass
-class ClsDataConfig:
+class ClsDataConfig(Checked):
+    limits: ClassVar[Limits] = {
+        "img_size": IMAGE_SIDE, "crop_pct": fraction(lo_open=True), "scale": increasing_pair(fraction(lo_open=True)),
+        "hflip": fraction(), "mean": each(between()), "std": each(between(0, lo_open=True))}
     #: ImageFolder root holding train/<class>/* and val/<class>/*
     root: str = ""
     #: training / evaluation resolution (None: the model's default input size)
@@ -51,7 +57,8 @@ class ClsDataConfig:
 
 
 @dataclass
-class ClsLossConfig:
+class ClsLossConfig(Checked):
+    limits: ClassVar[Limits] = {"label_smoothing": fraction(hi_open=True)}
     label_smoothing: float = 0.1
 
 

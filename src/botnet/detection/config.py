@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from botnet.engine.config import OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
+from botnet.engine.config_validate import (
+    MAX_IMAGE_SIDE, Checked, Limits, above, at_least, between, each, fraction, increasing_pair, one_of)
 
 
 @dataclass
-class DetModelConfig:
+class DetModelConfig(Checked):
+    limits: ClassVar[Limits] = {
+        "norm": one_of("bn", "frozen", "syncbn"), "freeze_at": between(0, 5), "fpn_channels": at_least(1),
+        "anchor_sizes": each(above(0), nonempty=True), "anchor_scales": each(above(0), nonempty=True),
+        "aspect_ratios": each(above(0), nonempty=True), "rpn_batch_size": at_least(1),
+        "rpn_pre_nms_train": at_least(1), "rpn_post_nms_train": at_least(1), "rpn_pre_nms_test": at_least(1),
+        "rpn_post_nms_test": at_least(1), "box_batch_size": at_least(1), "box_representation": at_least(1),
+        "mask_head_channels": each(at_least(1), nonempty=True), "roi_sampling_ratio": at_least(0),
+        "roi_align_impl": one_of("auto", "gather", "torchvision"), "detections_per_img": at_least(1),
+        "score_thresh": fraction()}
     #: a registered backbone (``botnet models``): resnet*/botnet*
     name: str = "botnet50"
     #: Mask R-CNN (true) or Faster R-CNN (false)
@@ -57,7 +68,10 @@ class DetModelConfig:
 
 
 @dataclass
-class DetDataConfig:
+class DetDataConfig(Checked):
+    #: the canvas is at least one stride of the backbone's last stage (32 pixels)
+    limits: ClassVar[Limits] = {"canvas": between(32, MAX_IMAGE_SIDE), "scale_range": increasing_pair(above(0)),
+                                "hflip": fraction()}
     #: image folders and COCO instances files; the val pair may be empty (no evaluation)
     train_images: str = ""
     train_ann: str = ""

@@ -11,21 +11,23 @@ sections (``model``, ``data``), so one YAML file describes a whole run::
 
 A config is resolved in three layers: dataclass defaults, then a recipe file, then ``key=value``
 overrides with dotted keys (``optim.lr=0.1``); values are parsed as YAML (``0.1``, ``true``,
-``[8, 11]``, ``null``). Unknown keys are errors that name the key, so a typo never passes silently.
+``[8, 11]``, ``null``). Unknown keys are errors that name the key, so a typo never passes silently;
+values are checked by type and by range (each section's ``limits``, see
+:mod:`botnet.engine.config_validate`) when the config is built, before any work starts.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, ClassVar, Iterable, TypeVar
 
 import yaml
 
+# from_dict / to_dict live with the checks and are used from here by the tasks
+from botnet.engine.config_validate import (  # noqa: F401
+    Checked, Limits, above, at_least, each, fraction, from_dict, one_of, to_dict)
 from botnet.errors import UserError
 from botnet.io import write_text
 
@@ -33,7 +35,11 @@ C = TypeVar("C")
 
 
 @dataclass
-class TrainLoopConfig:
+class TrainLoopConfig(Checked):
+    limits: ClassVar[Limits] = {
+        "epochs": at_least(1), "batch_size": at_least(1), "accum_steps": at_least(1),
+        "clip_grad_norm": at_least(0), "device": one_of("auto", "cpu", "cuda"), "workers": at_least(0),
+        "stop_after_steps": at_least(1)}
     epochs: int = 100
     #: images per process and per micro-batch; the global batch is batch_size * world * accum_steps
     batch_size: int = 64
@@ -50,7 +56,10 @@ class TrainLoopConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Checked):
+    limits: ClassVar[Limits] = {
+        "name": one_of("sgd", "adamw"), "lr": above(0), "base_batch": at_least(1),
+        "momentum": fraction(hi_open=True), "betas": each(fraction(hi_open=True)), "weight_decay": at_least(0)}
     name: str = "sgd"  # sgd (Nesterov momentum) | adamw
     lr: float = 0.1
     #: if set, ``lr`` is the rate for this global batch and is scaled linearly to the actual
@@ -65,7 +74,11 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(Checked):
+    limits: ClassVar[Limits] = {
+        "name": one_of("cosine", "step", "constant"), "warmup_epochs": at_least(0), "warmup_steps": at_least(0),
+        "warmup_start_factor": fraction(), "min_lr_ratio": fraction(), "milestones": each(at_least(0)),
+        "gamma": above(0)}
     name: str = "cosine"  # cosine | step | constant
     #: linear warmup from warmup_start_factor * lr; warmup_steps wins over warmup_epochs if > 0
     warmup_epochs: float = 0.0
@@ -79,7 +92,8 @@ class ScheduleConfig:
 
 
 @dataclass
-class EmaConfig:
+class EmaConfig(Checked):
+    limits: ClassVar[Limits] = {"decay": fraction(), "every_steps": at_least(1)}
     enabled: bool = False
     decay: float = 0.9999
     #: update every N optimizer steps (the decay is applied per update)
@@ -87,13 +101,15 @@ class EmaConfig:
 
 
 @dataclass
-class AmpConfig:
+class AmpConfig(Checked):
+    limits: ClassVar[Limits] = {"dtype": one_of("bf16", "fp16", "fp32")}
     #: bf16 (autocast on CPU and CUDA) | fp16 (CUDA only, with a gradient scaler) | fp32 (off)
     dtype: str = "bf16"
 
 
 @dataclass
-class CheckpointConfig:
+class CheckpointConfig(Checked):
+    limits: ClassVar[Limits] = {"every_steps": at_least(0), "keep_last": at_least(1)}
     #: save every N optimizer steps (0: at the end of each epoch); always at the end
     every_steps: int = 0
     keep_last: int = 2
@@ -101,7 +117,8 @@ class CheckpointConfig:
 
 
 @dataclass
-class LogConfig:
+class LogConfig(Checked):
+    limits: ClassVar[Limits] = {"every_steps": at_least(1), "progress": one_of("auto", "always", "never")}
     #: one metrics.csv row (and TensorBoard point) every N optimizer steps
     every_steps: int = 20
     tensorboard: bool = True
@@ -111,14 +128,16 @@ class LogConfig:
 
 
 @dataclass
-class DistConfig:
+class DistConfig(Checked):
+    limits: ClassVar[Limits] = {"backend": one_of("auto", "gloo", "nccl")}
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
     #: convert BatchNorm to SyncBatchNorm (CUDA only; ignored with a warning on CPU)
     sync_bn: bool = False
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
+    limits: ClassVar[Limits] = {"every_epochs": at_least(0), "every_steps": at_least(0), "batch_size": at_least(1)}
     #: evaluate every N epochs (0: only at the end) and/or every N steps (0: off)
     every_epochs: int = 1
     every_steps: int = 0
@@ -139,101 +158,6 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-# --- dict <-> dataclass ---------------------------------------------------------------------
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain dict (lists for tuples) that YAML and ``torch.load(weights_only=True)`` accept."""
-
-    def plain(v):
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return plain(cfg)
-
-
-def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
-    """Build dataclass ``cls`` from ``data``; every unknown key or ill-typed value is an error."""
-    if not isinstance(data, dict):
-        raise UserError(f"config{where and ' ' + where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UserError(
-            f"config: unknown key {_join(where, unknown[0])!r} (known in this section: {', '.join(sorted(names))})"
-        )
-    kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value if value is not None else {}, key)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, key)
-            except UserError:
-                pass
-        raise UserError(f"config: {key}={value!r} is not a valid {_type_name(tp)}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"config: {key} must be a list, got {value!r}")
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        item = args[0] if args else Any
-        items = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"config: {key} must be a mapping, got {value!r}")
-        return value
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes it anyway
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise UserError(f"config: {key}={value!r} is not a valid {_type_name(tp)}")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 # --- layers: defaults <- recipe file <- overrides ------------------------------------------
