@@ -63,3 +63,18 @@ def colour_folder(tmp_path_factory) -> Path:
 @pytest.fixture
 def colour_copy(colour_folder, tmp_path) -> Path:
     return Path(shutil.copytree(colour_folder, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def cls_weights(tmp_path_factory) -> Path:
+    """A tiny untrained classifier for the colour folders, saved as the classification task saves it."""
+    from botnet.models import create_model
+    from botnet.weights import save_weights
+
+    torch.manual_seed(0)
+    model = create_model("botnet_s1_tiny", num_classes=4, img_size=32)
+    path = tmp_path_factory.mktemp("cls_weights") / "model.safetensors"
+    save_weights(model, path, {"task": "cls", "class_names": ["blue", "green", "red", "yellow"],
+                               "img_size": [32, 32], "crop_pct": 0.875, "mean": [0.5, 0.5, 0.5],
+                               "std": [0.25, 0.25, 0.25]})
+    return path

@@ -15,7 +15,7 @@ from botnet.data.images import ImageLike, read_image
 from botnet.detection.evaluator import detections_to_coco, to_float_image
 from botnet.detection.visualize import draw_detections, save_png
 from botnet.engine.evaluate import autocast
-from botnet.io import write_json
+from botnet.io import check_output_dir, write_json
 
 
 @dataclass
@@ -70,7 +70,7 @@ def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], cla
     Returns the document."""
     cat_ids = list(cat_ids or range(1, len(class_names) + 1))
     label_to_cat = {i + 1: c for i, c in enumerate(cat_ids)}
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)  # before any image is read
     doc: dict[str, Any] = {"images": [], "annotations": [],
                            "categories": [{"id": c, "name": n} for c, n in zip(cat_ids, class_names)]}
     written: list[Path] = []

@@ -22,10 +22,14 @@ import numpy as np
 import torch
 
 from botnet.errors import UserError
-from botnet.io import atomic_path
+from botnet.io import atomic_path, check_output_dir, remove_stale_tmp
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+#: what the trainer reads from a checkpoint to continue a run
+TRAINING_KEYS = ("step", "steps_per_epoch", "model", "optimizer", "scheduler", "scaler", "rng")
+#: files that show a folder holds a run (a run killed before its first checkpoint has metrics.csv)
+RUN_FILES = ("metrics.csv", "model.safetensors", "best.safetensors", f"{CHECKPOINT_DIR}/best.pt")
 
 
 def step_path(run_dir: str | os.PathLike, step: int) -> Path:
@@ -102,13 +106,71 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A training checkpoint; anything else (a bare tensor, a list, a state dict, a checkpoint
+    without its step) is a :class:`UserError` saying what the file holds instead."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder, not a checkpoint file") from None
     except Exception as e:  # truncated file, not a checkpoint, unsafe content
         raise UserError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e})") from None
+    check_training_state(state, path)
+    return state
+
+
+def check_training_state(state: Any, path: str | os.PathLike) -> None:
+    """Raise a :class:`UserError` unless ``state`` has what resuming a run reads."""
+    hint = "resume from a checkpoints/step_*.pt file written by `botnet train` (or its run folder)"
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a training checkpoint: the file holds a {type(state).__name__}; {hint}")
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    if missing:
+        raise UserError(f"{path}: not a training checkpoint: no {', '.join(map(repr, missing))} in it; {hint}")
+    step = state["step"]
+    if isinstance(step, torch.Tensor) and step.numel() == 1:
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"{path}: corrupt training checkpoint: 'step' is {state['step']!r}, not a step count")
+    if not isinstance(state["model"], dict):
+        raise UserError(f"{path}: corrupt training checkpoint: 'model' is a {type(state['model']).__name__}, "
+                        "not a state dict")
+
+
+def holds_run(folder: str | os.PathLike) -> list[str]:
+    """The run files in ``folder`` (step checkpoints and :data:`RUN_FILES`); empty if none."""
+    folder = Path(folder)
+    found = [str(p.relative_to(folder)) for p in list_step_checkpoints(folder)]
+    return found + [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def prepare_run_dir(out_dir: str | os.PathLike, resume_from: str | os.PathLike | None, main: bool = True) -> None:
+    """Check a run folder before any work starts, and tidy it.
+
+    The folder must be writable (:func:`botnet.io.check_output_dir`); a new run must not start
+    in a folder that holds one; a resumed run may continue in its own folder or in a new one, but
+    not in a folder that holds another run (the two runs' checkpoints and logs would mix). On the
+    main process, temporary files left by writes that a kill interrupted are removed."""
+    out_dir = Path(out_dir)
+    if main:
+        check_output_dir(out_dir)
+    if resume_from is None:
+        if list_step_checkpoints(out_dir):
+            raise UserError(f"{out_dir} already holds a run (checkpoints/); continue it with --resume {out_dir} "
+                            "or choose another output folder")
+    else:
+        source = run_dir_of(resume_from)
+        found = holds_run(out_dir)
+        if found and out_dir.resolve() != source.resolve():
+            raise UserError(
+                f"--out {out_dir} holds another run ({', '.join(found[:4])}); continuing {source} there would mix "
+                f"two runs' checkpoints and logs. Continue it in its own folder (--resume {source} without --out) "
+                "or in an empty folder")
+    if main:
+        remove_stale_tmp(out_dir)
+        remove_stale_tmp(out_dir / CHECKPOINT_DIR)
 
 
 def prune(run_dir: str | os.PathLike, keep_last: int) -> None:

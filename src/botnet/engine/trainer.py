@@ -66,8 +66,7 @@ class Trainer:
             raise UserError("train.epochs, train.batch_size and train.accum_steps must be at least 1")
         autocast(device, cfg.amp.dtype)  # validates the precision before any work
         self.resume_from = ckpt.resolve_resume(resume) if resume is not None else None
-        if self.resume_from is None and ckpt.list_step_checkpoints(out_dir):
-            raise UserError(f"{out_dir} already holds a run (checkpoints/); continue it with --resume {out_dir} or choose another output folder")
+        ckpt.prepare_run_dir(out_dir, self.resume_from, main=info.is_main)  # writable, not another run's
 
         # the data is validated first, so user errors surface before any model is built
         self.train_set, self.val_set = task.build_datasets()
