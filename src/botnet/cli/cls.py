@@ -5,6 +5,7 @@ import argparse
 import os
 
 from botnet.cli.run_args import DEVICES, add_engine_args, add_eval_args, as_overrides, engine_flags, run_folder
+from botnet.engine.config_validate import image_side, positive_int
 
 
 def register(cli) -> None:
@@ -22,16 +23,16 @@ def register(cli) -> None:
     p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
     p.add_argument("--out", help="folder for metrics.json")
     p.add_argument("--split", default="val")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--img-size", type=int, help="resolution (default: the one trained at)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--img-size", type=image_side, help="resolution (default: the one trained at)")
     add_eval_args(p)
     p.set_defaults(func=_eval)
 
     p = cli.task_command("predict", "cls", help="top-5 classes of images")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", required=True)
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--img-size", type=int)
+    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--img-size", type=image_side)
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=_predict)
 

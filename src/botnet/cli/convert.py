@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from botnet.convert import SOURCES, convert_weights
+from botnet.engine.config_validate import image_side
 from botnet.errors import UserError
 
 
@@ -31,7 +32,7 @@ def register(cli) -> None:
     p.add_argument("--num-classes", type=int, metavar="N", help="classifier size (default: the checkpoint's)")
     p.add_argument("--classes", metavar="FILE", help="text file of class names, one per line "
                    "(default: the ImageNet names for 1000 classes)")
-    p.add_argument("--img-size", type=int, nargs="+", metavar="S", help="input size H [W] (sizes the attention tables)")
+    p.add_argument("--img-size", type=image_side, nargs="+", metavar="S", help="input size H [W] (sizes the attention tables)")
     p.add_argument("--option", action="append", default=[], type=_option, metavar="KEY=VALUE",
                    help="model config field, repeatable (e.g. bot_shortcut_act=false for timm byobnets)")
     p.add_argument("--scale-pos-embed", action="store_true",

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from botnet.cli.run_args import DEVICES, add_engine_args, add_eval_args, as_overrides, engine_flags, run_folder
+from botnet.engine.config_validate import canvas_side, fraction_float, positive_int
 
 
 def register(cli) -> None:
@@ -37,8 +38,8 @@ def register(cli) -> None:
     p.add_argument("--ann", "--val-ann", dest="ann", required=True, help="COCO instances JSON")
     p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
     p.add_argument("--out", help="folder for metrics.json and predictions.json")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--canvas", type=int, help="resize the longer side to this (default: as trained)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
     add_eval_args(p)
     p.set_defaults(func=_eval)
 
@@ -46,8 +47,8 @@ def register(cli) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", required=True)
     p.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
-    p.add_argument("--score-thresh", type=float, default=0.5)
-    p.add_argument("--canvas", type=int, help="resize the longer side to this (default: as trained)")
+    p.add_argument("--score-thresh", type=fraction_float, default=0.5)
+    p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=_predict)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from botnet.errors import UserError
+from botnet.engine.config_validate import count_int
 
 DEVICES = ["auto", "cpu", "cuda"]
 
@@ -25,7 +26,7 @@ def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example:
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     """The engine's flags of ``botnet eval TASK``."""
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=count_int, default=2)
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--amp", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    MAX_IMAGE_SIDE, Checked, Limits, above, at_least, between, each, fraction, increasing_pair, one_of)
+    CANVAS_SIDE, Checked, Limits, above, at_least, between, each, fraction, increasing_pair, one_of)
 
 
 @dataclass
@@ -69,9 +69,7 @@ class DetModelConfig(Checked):
 
 @dataclass
 class DetDataConfig(Checked):
-    #: the canvas is at least one stride of the backbone's last stage (32 pixels)
-    limits: ClassVar[Limits] = {"canvas": between(32, MAX_IMAGE_SIDE), "scale_range": increasing_pair(above(0)),
-                                "hflip": fraction()}
+    limits: ClassVar[Limits] = {"canvas": CANVAS_SIDE, "scale_range": increasing_pair(above(0)), "hflip": fraction()}
     #: image folders and COCO instances files; the val pair may be empty (no evaluation)
     train_images: str = ""
     train_ann: str = ""

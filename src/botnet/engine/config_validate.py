@@ -126,6 +126,38 @@ def increasing_pair(item: Rule) -> Rule:
 
 
 IMAGE_SIDE = between(1, MAX_IMAGE_SIDE)
+#: a detection canvas is at least one stride of the backbone's last stage (32 pixels)
+CANVAS_SIDE = between(32, MAX_IMAGE_SIDE)
+
+
+# -- command-line flags -----------------------------------------------------------------------------
+
+
+def flag_type(kind: type, rule: Rule) -> Callable[[str], Any]:
+    """An argparse ``type=``: parse with ``kind`` (int / float), then apply ``rule``; argparse
+    turns a refusal into ``argument --flag: <why>`` and exit code 2, before any work starts."""
+    import argparse
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        why = rule(value)
+        if why:
+            raise argparse.ArgumentTypeError(f"{why}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = flag_type(int, at_least(1))
+count_int = flag_type(int, at_least(0))
+image_side = flag_type(int, IMAGE_SIDE)
+canvas_side = flag_type(int, CANVAS_SIDE)
+fraction_float = flag_type(float, fraction())
 
 
 # -- checked sections -------------------------------------------------------------------------------
