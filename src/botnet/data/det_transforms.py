@@ -7,10 +7,13 @@ which torch seeds differently, draw different jitters.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+import torchvision
 from torchvision import tv_tensors
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.transforms.v2 import functional as F
 
 # The jitter ranges of the paper: canonical, and the two large-scale ones.
@@ -123,3 +126,36 @@ def detection_train_transforms(canvas: int = 1024, scale_range=(0.8, 1.25), hfli
     if hflip > 0:
         steps.append(RandomHorizontalFlip(hflip))
     return Compose(steps)
+
+
+class AnyAspectRCNNTransform(GeneralizedRCNNTransform):
+    """torchvision's detector transform (resize so that the longer side fits the canvas, normalise,
+    batch), except that the shorter side keeps at least one pixel: a 4000 x 20 image on a
+    1024 canvas would otherwise be resized to 0 pixels and fail inside the detector. Images that
+    keep a pixel anyway go through torchvision's own resize, unchanged."""
+
+    def resize(self, image: torch.Tensor, target: dict | None = None):
+        if torch.jit.is_scripting() or torchvision._is_tracing() or self.fixed_size is not None:
+            return super().resize(image, target)
+        h, w = image.shape[-2:]
+        smallest = min(min(self.min_size) / min(h, w), self.max_size / max(h, w))
+        if math.floor(min(h, w) * smallest) >= 1:
+            return super().resize(image, target)
+        # the same size choice as torchvision's (and the same random draw while training)
+        size = self.torch_choice(self.min_size) if self.training and not self._skip_resize else self.min_size[-1]
+        scale = min(size / min(h, w), self.max_size / max(h, w))
+        out = [max(1, math.floor(h * scale)), max(1, math.floor(w * scale))]
+        image = torch.nn.functional.interpolate(image[None], size=out, mode="bilinear", align_corners=False)[0]
+        if target is None:
+            return image, target
+        if "masks" in target:
+            target["masks"] = torch.nn.functional.interpolate(target["masks"][:, None].float(), size=out)[:, 0].byte()
+        target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+        return image, target
+
+
+def keep_every_side(transform: GeneralizedRCNNTransform) -> AnyAspectRCNNTransform:
+    """``transform`` with the same settings, as an :class:`AnyAspectRCNNTransform`."""
+    return AnyAspectRCNNTransform(transform.min_size, transform.max_size, transform.image_mean, transform.image_std,
+                                  size_divisible=transform.size_divisible, fixed_size=transform.fixed_size,
+                                  _skip_resize=transform._skip_resize)

@@ -21,6 +21,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from botnet.data.det_transforms import keep_every_side
 from botnet.detection.roi_align import ROI_ALIGN_IMPLS, GatherMultiScaleRoIAlign
 from botnet.errors import UserError
 
@@ -162,6 +163,7 @@ def build_maskrcnn(
         # PyTorch's SyncBatchNorm runs on CUDA only; elsewhere each process keeps its own statistics
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.num_classes = num_classes
+    model.transform = keep_every_side(model.transform)  # a 4000 x 20 image keeps a pixel per side
     return model
 
 
