@@ -11,7 +11,7 @@ from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.engine.config import resolve_run_config
 from botnet.errors import UserError
-from botnet.io import write_json
+from botnet.io import check_output_dir, write_json
 from botnet.loading import LoadedModel, load_model
 
 
@@ -50,6 +50,8 @@ def evaluate_classifier(
 ) -> dict[str, Any]:
     """Top-1 / top-5 accuracy (percent) and loss of ``weights`` on ``data/<split>``; written to
     ``out_dir/metrics.json`` when ``out_dir`` is given."""
+    if out_dir is not None:
+        check_output_dir(out_dir)  # before any work
     dev = du.select_device(device)
     loaded = load_model(weights, img_size=img_size, device=dev)
     if loaded.task != "cls":

@@ -13,7 +13,7 @@ from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.engine.config import from_dict, resolve_run_config
 from botnet.errors import UserError
-from botnet.io import write_json
+from botnet.io import check_output_dir, write_json
 from botnet.loading import load_model
 
 
@@ -42,6 +42,8 @@ def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights
     """COCO box and mask AP (0-100) of ``weights`` on a COCO-format set. With ``out_dir``, writes
     ``metrics.json`` and ``predictions.json`` (the COCO results format). Under torchrun each
     process evaluates a share and the predictions of all ranks are gathered."""
+    if out_dir is not None:
+        check_output_dir(out_dir)  # before any work
     dev = du.select_device(device, int(os.environ.get("LOCAL_RANK", 0)))
     info = du.setup("auto", dev)
     try:
