@@ -92,6 +92,17 @@ def test_predict_det_with_out_that_is_not_writable(coco_set, det_weights, tmp_pa
     assert _snapshot(tmp_path) == before
 
 
+def test_out_in_a_folder_without_write_permission(colour_folder, tmp_path, capsys, monkeypatch):
+    # what a read-only folder looks like to a user who is not root (root may write anywhere)
+    import botnet.io
+
+    monkeypatch.setattr(botnet.io.os, "access", lambda path, mode: False)
+    out = tmp_path / "new" / "run"
+    code, err = _train_cls(capsys, colour_folder, "--out", out)
+    assert code == 2 and f"--out {out}: the folder would be created in {tmp_path}, which is not writable" in err
+    assert not (tmp_path / "new").exists()
+
+
 def test_out_file_name_that_is_a_folder(tmp_path):
     (tmp_path / "weights.safetensors").mkdir()
     with pytest.raises(UserError, match="weights.safetensors: it is a folder"):
