@@ -23,16 +23,15 @@ metadata (task, class names, preprocessing) as the JSON metadata property ``botn
 """
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from botnet import export_formats as formats
 from botnet.errors import UserError
 from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
     SIZE_MULTIPLE,
@@ -42,11 +41,10 @@ from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: par
     run_onnx,
     synthetic_image,
 )
+from botnet.export_formats import MAX_DYNAMIC_SIZE, MIN_DYNAMIC_SIZE
 from botnet.io import atomic_path
 
 FORMATS = ("onnx", "torch")
-MIN_DYNAMIC_SIZE, MAX_DYNAMIC_SIZE = 64, 4096
-MAX_DYNAMIC_BATCH = 1024
 DEFAULT_OPSET = 18
 #: the TorchScript-based exporter (detectors) supports opsets up to 17 for torchvision's ops
 DETECTION_OPSET = 17
@@ -174,67 +172,6 @@ def _check_size(size: Sequence[int], dynamic: bool) -> tuple[int, int]:
     return h, w
 
 
-def _dynamic_shapes():
-    blocks = dict(min=MIN_DYNAMIC_SIZE // SIZE_MULTIPLE, max=MAX_DYNAMIC_SIZE // SIZE_MULTIPLE)
-    height = SIZE_MULTIPLE * torch.export.Dim("height_blocks", **blocks)
-    width = SIZE_MULTIPLE * torch.export.Dim("width_blocks", **blocks)
-    batch = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
-    return {"images": {0: batch, 2: height, 3: width}}
-
-
-def _require_onnx() -> None:
-    """ONNX export needs packages that are an optional extra: say so before any work is done."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"ONNX export needs {', '.join(missing)}: pip install 'botnet[export]'")
-
-
-# -- writers -------------------------------------------------------------------------------------
-
-
-def _onnx_metadata(task: str, meta: Mapping[str, Any], outputs: Sequence[str]) -> str:
-    keep = ("model", "config", "num_classes", "class_names", "img_size", "crop_pct", "mean", "std",
-            "canvas", "cat_ids", "detector", "random_weights")
-    info = {k: meta[k] for k in keep if k in meta}
-    info.update(task=task, outputs=list(outputs))
-    return json.dumps(info)
-
-
-def _export_program(wrapper, example, dynamic: bool) -> torch.export.ExportedProgram:
-    # without autograd: the graph is the inference computation (layers may take other code
-    # paths when gradients are wanted, e.g. the attention's training kernel)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        return torch.export.export(wrapper, (example,), dynamic_shapes=_dynamic_shapes() if dynamic else None)
-
-
-def _write_onnx_dynamo(wrapper, example, tmp: Path, dynamic: bool, outputs, opset: int, meta_json: str):
-    program = _export_program(wrapper, example, dynamic)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(program, (example,), dynamo=True, input_names=["images"],
-                                    output_names=list(outputs), opset_version=opset, verbose=False)
-    program.model.metadata_props["botnet"] = meta_json
-    program.save(str(tmp), external_data=False)
-
-
-def _write_onnx_detector(wrapper, example, tmp: Path, outputs, opset: int, meta_json: str):
-    import onnx
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about Python scalars in torchvision's code
-        torch.onnx.export(
-            wrapper, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
-            output_names=list(outputs), dynamic_axes={name: {0: "detections"} for name in outputs},
-        )
-    proto = onnx.load(str(tmp))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "botnet", meta_json
-    onnx.save(proto, str(tmp))
-
-
 def export_model(
     source: Any,
     out: str | os.PathLike,
@@ -260,7 +197,7 @@ def export_model(
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
     if format == "onnx":
-        _require_onnx()
+        formats.require_onnx()
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the file to write")
@@ -294,20 +231,20 @@ def export_model(
         # batch 2 when dynamic: an example of batch 1 would let torch.export fix the batch at 1
         example = torch.randn(2 if dynamic else 1, 3, h, w)
     wrapper.eval()  # the exporters restore the mode they find, on the wrapper and all it holds
-    meta_json = _onnx_metadata(kind, meta, outputs)
+    meta_json = formats.onnx_metadata(kind, meta, outputs)
     shape: list[int | str] = ["batch", 3, "height", "width"] if dynamic else list(example.shape)
     result = ExportResult(out, format, kind, shape, list(outputs), random_weights=bool(meta.get("random_weights")))
     with atomic_path(out) as tmp:
         if format == "torch":
-            program = _export_program(wrapper, example, dynamic)
+            program = formats.export_program(wrapper, example, dynamic)
             # through a file object: torch.export.save wants a name ending in .pt2, the
             # temporary name of the atomic write does not
             with open(tmp, "wb") as f:
                 torch.export.save(program, f)
         elif kind == "det":
-            _write_onnx_detector(wrapper, example, tmp, outputs, opset or DETECTION_OPSET, meta_json)
+            formats.write_onnx_detector(wrapper, example, tmp, outputs, opset or DETECTION_OPSET, meta_json)
         else:
-            _write_onnx_dynamo(wrapper, example, tmp, dynamic, outputs, opset or DEFAULT_OPSET, meta_json)
+            formats.write_onnx_dynamo(wrapper, example, tmp, dynamic, outputs, opset or DEFAULT_OPSET, meta_json)
         if check:
             result.checks = check_export(tmp, format, wrapper, check_inputs(example, dynamic), kind)
     return result

@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 from torch.utils import flop_counter
 
+from botnet.engine.evaluate import autocast
 from botnet.layers.attention import MHSA2d
 
 _aten = torch.ops.aten
@@ -95,12 +96,6 @@ class Timing:
     images_per_s: float
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -123,7 +118,7 @@ def time_model(model: nn.Module, size: tuple[int, int], batch: int, dtype: torch
     fn = model.forward_features if backbone_only else model
 
     def step():
-        with autocast_context(device, dtype), torch.set_grad_enabled(train):
+        with autocast(device, dtype), torch.set_grad_enabled(train):
             out = fn(x)
             if train:
                 loss = sum(o.float().mean() for o in out.values()) if isinstance(out, dict) else out.float().mean()
@@ -146,5 +141,18 @@ def time_model(model: nn.Module, size: tuple[int, int], batch: int, dtype: torch
                   median * 1000, batch / median)
 
 
-def timing_dict(t: Timing) -> dict:
-    return asdict(t)
+def paper_table() -> list[dict]:
+    """Our parameter and multiply-add counts of every paper model beside the paper's figures
+    (arXiv 2101.11605: Table 1 for the 1024 x 1024 backbones, the ImageNet tables for the S1 / T
+    models). Counted on the meta device: no memory is allocated."""
+    from botnet.models import create_model
+    from botnet.models.presets import PAPER_FIGURES
+
+    rows = []
+    for name, size, params_m, gmacs, backbone in PAPER_FIGURES:
+        with torch.device("meta"):  # shapes are all that counting needs
+            model = create_model(name)
+        rows.append(dict(model=name, input=size, backbone_only=backbone, params_m=count_params(model) / 1e6,
+                         paper_params_m=params_m, paper_gmacs=gmacs,
+                         gmacs=count_macs(model, (size, size), backbone_only=backbone) / 1e9))
+    return rows

@@ -99,8 +99,7 @@ def test_a_batch_of_only_unreadable_images_gives_a_zero_loss(colour_folder):
 
     cfg = load_config(ClassificationConfig, overrides=[f"data.root={colour_folder}", "model.name=botnet_s1_tiny",
                                                        "data.img_size=32"])
-    task = ClassificationTask(cfg)
-    task.build_datasets()
+    task = ClassificationTask.for_training(cfg)
     model = task.build_model()
     batch = (None, torch.zeros(0, dtype=torch.long), [Unreadable("a.png", "broken"), Unreadable("b.png", "broken")])
     with pytest.warns(UserWarning) as caught:

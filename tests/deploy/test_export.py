@@ -137,10 +137,10 @@ def test_detector_refuses_dynamic_and_torch_format(det_weights, tmp_path):
 
 
 def test_failed_check_leaves_nothing_behind(tmp_path, monkeypatch):
-    import botnet.export as ex
     import botnet.export_check as check
+    import botnet.export_formats as formats
 
-    monkeypatch.setattr(ex, "_write_onnx_dynamo", lambda *a, **k: a[2].write_bytes(b"graph"))
+    monkeypatch.setattr(formats, "write_onnx_dynamo", lambda *a, **k: a[2].write_bytes(b"graph"))
     monkeypatch.setattr(check, "run_onnx", lambda path, x: [np.zeros((x.shape[0], 1000), np.float32) + 5.0])
     out = tmp_path / "x.onnx"
     with pytest.raises(ExportCheckError, match="differs from PyTorch"):

@@ -21,7 +21,8 @@ def _task(shapes, masks=True, strict=False, **model):
     data = DetDataConfig(train_images=str(shapes["train_images"]), train_ann=str(shapes["train_ann"]),
                          val_images=str(shapes["val_images"]), val_ann=str(shapes["val_ann"]), canvas=48,
                          strict=strict)
-    return DetectionTask(DetectionConfig(model=DetModelConfig(**{**SMALL_MODEL, "masks": masks, **model}), data=data))
+    return DetectionTask.for_training(DetectionConfig(model=DetModelConfig(**{**SMALL_MODEL, "masks": masks, **model}),
+                                                      data=data))
 
 
 def test_training_step_and_evaluation_follow_the_contract(shapes):
@@ -88,10 +89,9 @@ def test_backbone_weights_fill_the_resnet_layers(shapes, tmp_path):
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "junk.pth")
     with pytest.raises(UserError, match="no tensor fits"):
         junk = _task(shapes, backbone_weights=str(tmp_path / "junk.pth"))
-        junk.build_datasets()
         junk.build_model()
 
 
 def test_missing_training_paths_are_user_errors():
     with pytest.raises(UserError, match="--data"):
-        DetectionTask(DetectionConfig()).build_datasets()
+        DetectionTask.for_training(DetectionConfig())

@@ -17,6 +17,16 @@ def test_cosine_with_linear_warmup():
     assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone after warmup
 
 
+def test_step_schedule_milestones_as_fractions_follow_the_run_and_warmup_is_capped():
+    cfg = ScheduleConfig(name="step", milestone_fractions=[2 / 3, 8 / 9], milestones=[1, 2], gamma=0.1,
+                         warmup_steps=500, warmup_start_factor=0.0)
+    for total in (180, 360):  # decays at 2/3 and 8/9 of any length; the milestones in epochs lose
+        f = [lr_factor(s, total, 10, cfg) for s in range(total)]
+        assert f[total // 4 - 1] < 1.0 and f[total // 4] == pytest.approx(1.0)  # warmup capped at 1/4
+        assert f[total * 2 // 3 - 1] == pytest.approx(1.0) and f[total * 2 // 3] == pytest.approx(0.1)
+        assert f[total * 8 // 9] == pytest.approx(0.01)
+
+
 def test_step_schedule_milestones_in_epochs():
     cfg = ScheduleConfig(name="step", milestones=[8, 11], gamma=0.1)
     spe = 5

@@ -1,7 +1,6 @@
 """Image classification on ImageFolder data with the shared training engine."""
 from botnet.classification.api import (  # noqa: F401
     evaluate_classifier,
-    resolve_train_config,
     train_classifier,
 )
 from botnet.classification.config import ClassificationConfig  # noqa: F401

@@ -3,28 +3,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from botnet.classification.config import ClassificationConfig, ClsDataConfig, ClsModelConfig
 from botnet.classification.task import ClassificationTask
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
-from botnet.engine.config import resolve_run_config
 from botnet.errors import UserError
 from botnet.io import check_output_dir, write_json
 from botnet.loading import LoadedModel, load_model
 
 
-def resolve_train_config(recipe: str | os.PathLike | None = None, overrides: Sequence[str] = (),
-                         resume: str | os.PathLike | None = None) -> ClassificationConfig:
-    """Defaults <- recipe (or, when resuming without one, the run's own config) <- overrides."""
-    return resolve_run_config(ClassificationConfig, recipe, overrides, resume)
-
-
 def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,
                      resume: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train on ``cfg.data.root`` into ``out_dir``; returns the final metrics."""
-    return train(ClassificationTask(cfg), cfg, out_dir, resume=resume)
+    return train(ClassificationTask.for_training(cfg), cfg, out_dir, resume=resume)
 
 
 def _task_for_weights(loaded: LoadedModel, strict: bool) -> ClassificationTask:

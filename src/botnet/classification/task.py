@@ -34,10 +34,14 @@ def build_classifier(model_cfg: ClsModelConfig, num_classes: int, img_size: tupl
     model = create_model(model_cfg.name, num_classes=num_classes, img_size=img_size, drop_rate=model_cfg.drop_rate,
                          drop_path_rate=model_cfg.drop_path_rate, **options)
     if model_cfg.init_weights:
-        from botnet.weights import load_backbone_weights
+        import sys
 
-        # a checkpoint's own classifier only fits when the classes are the same
-        load_backbone_weights(model, model_cfg.init_weights, include_classifier=True)
+        from botnet.pretrained import load_pretrained
+
+        # a checkpoint's own classifier only fits when the classes are the same (else re-initialised, reported)
+        model.load_report = load_pretrained(model, model_cfg.init_weights, include_classifier=True)
+        if du.rank() == 0:
+            print(f"weights {model_cfg.init_weights}: {model.load_report.summary()}", file=sys.stderr)
     return model
 
 
@@ -49,27 +53,39 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) 
 
 
 class ClassificationTask(Task):
+    """Classification over a known list of classes: from a training folder (:meth:`for_training`)
+    or from the metadata of trained weights (evaluation)."""
+
     name = "cls"
     main_metric = "top1"
 
-    def __init__(self, cfg: ClassificationConfig, class_names: Sequence[str] | None = None):
+    def __init__(self, cfg: ClassificationConfig, class_names: Sequence[str] | None = None,
+                 datasets: tuple[ImageFolderDataset, ImageFolderDataset] | None = None):
         self.cfg = cfg
         self.class_names: list[str] | None = list(class_names) if class_names is not None else None
         self.img_size = model_input_size(cfg.model, cfg.data.img_size)
+        self.datasets = datasets
 
-    # -- data ------------------------------------------------------------------------------
-
-    def build_datasets(self):
-        data = self.cfg.data
+    @classmethod
+    def for_training(cls, cfg: ClassificationConfig) -> "ClassificationTask":
+        """The task of a training run: the folder scanned and validated, its classes resolved."""
+        data = cfg.data
         if not data.root:
             raise UserError("no data folder given (data.root / --data)")
         classes, samples = scan_image_folder(data.root)
         if len(classes) < 2:
             raise DataError(f"{data.root}: a classifier needs at least two class folders, found {classes}")
-        self.class_names = classes
-        train = ImageFolderDataset(samples["train"], classes, train_transform(self.img_size, data))
-        val = ImageFolderDataset(samples["val"], classes, self.eval_transform())
-        return train, val
+        task = cls(cfg, classes)
+        task.datasets = (ImageFolderDataset(samples["train"], classes, train_transform(task.img_size, data)),
+                         ImageFolderDataset(samples["val"], classes, task.eval_transform()))
+        return task
+
+    # -- data ------------------------------------------------------------------------------
+
+    def build_datasets(self):
+        if self.datasets is None:
+            raise UserError("this classification task has no training data (ClassificationTask.for_training loads it)")
+        return self.datasets
 
     def eval_transform(self):
         d = self.cfg.data
@@ -110,7 +126,7 @@ class ClassificationTask(Task):
 
     def build_model(self) -> nn.Module:
         if not self.class_names:
-            raise UserError("the class names are unknown: build the datasets (or load weights) first")
+            raise UserError("the class names are unknown: ClassificationTask.for_training resolves them")
         return build_classifier(self.cfg.model, len(self.class_names), self.img_size)
 
     def training_step(self, model, batch, device):

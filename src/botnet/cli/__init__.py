@@ -13,7 +13,7 @@ import sys
 
 from botnet.errors import UserError
 
-# Command modules, in help order. A module that does not exist (yet) is skipped.
+# Command modules, in help order.
 COMMAND_MODULES = [
     "botnet.cli.demo",
     "botnet.cli.cls",
@@ -60,13 +60,7 @@ class CLI:
 def build_cli() -> CLI:
     cli = CLI()
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        module.register(cli)
+        importlib.import_module(name).register(cli)
     return cli
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from botnet.cli.run_args import DEVICES, add_engine_args, add_eval_args, as_overrides, engine_flags, run_folder
+from botnet.cli.run_args import add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, run_folder
 from botnet.engine.config_validate import image_side, positive_int
 
 
@@ -15,36 +15,36 @@ def register(cli) -> None:
     p.add_argument("--data", help="folder with train/<class>/* and val/<class>/*")
     p.add_argument("--model", help="registered model name (botnet models lists them)")
     p.add_argument("--img-size", type=int, help="resolution (default: the model's)")
+    p.add_argument("--weights", metavar="SOURCE", help="start from: imagenet, timm:NAME, torchvision:ENUM.NAME or "
+                   "a weights file (docs/pretrained.md); a classifier for other classes is re-initialised")
     add_engine_args(p, recipe_example="cls_tiny_cpu", lr_example=0.1)
     p.set_defaults(func=_train)
 
     p = cli.task_command("eval", "cls", help="top-1 / top-5 accuracy and loss of classifier weights")
     p.add_argument("--data", required=True, help="dataset folder (its val/ split is used) or a split folder")
-    p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
-    p.add_argument("--out", help="folder for metrics.json")
     p.add_argument("--split", default="val")
-    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--img-size", type=image_side, help="resolution (default: the one trained at)")
-    add_eval_args(p)
+    add_eval_args(p, "metrics.json", batch_size=64)
     p.set_defaults(func=_eval)
 
     p = cli.task_command("predict", "cls", help="top-5 classes of images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--weights", required=True)
+    add_predict_args(p)
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--img-size", type=image_side)
-    p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=_predict)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from botnet.classification.api import resolve_train_config, train_classifier
+    from botnet.classification.api import train_classifier
+    from botnet.classification.config import ClassificationConfig
+    from botnet.engine.config import resolve_run_config
     from botnet.errors import UserError
 
-    flags = {"data.root": args.data, "model.name": args.model, "data.img_size": args.img_size, **engine_flags(args)}
+    flags = {"data.root": args.data, "model.name": args.model, "data.img_size": args.img_size,
+             "model.init_weights": args.weights, **engine_flags(args)}
     overrides = as_overrides(flags) + list(args.overrides)
     out = run_folder(args)
-    cfg = resolve_train_config(args.config, overrides, resume=args.resume)
+    cfg = resolve_run_config(ClassificationConfig, args.config, overrides, resume=args.resume)
     if not cfg.data.root:
         raise UserError("--data is required (a folder with train/<class>/* and val/<class>/*)")
     summary = train_classifier(cfg, out, resume=args.resume)

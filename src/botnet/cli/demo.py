@@ -1,16 +1,8 @@
-"""``botnet demo``: synthetic data -> train a BoTNet Mask R-CNN on the CPU -> COCO AP -> pictures.
-
-Every step reuses what a previous call left in ``--out``: the dataset is generated once, a run
-that was interrupted is resumed, and a finished run is only evaluated and drawn again.
-"""
+"""``botnet demo``: the demo workflow of :mod:`botnet.detection.demo` with its flags."""
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
-
-DEMO_RECIPE = "demo_shapes"
 
 
 def register(cli) -> None:
@@ -28,64 +20,14 @@ def register(cli) -> None:
     p.set_defaults(func=run)
 
 
-def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "metrics.json"
-    if not (summary.is_file() and (run_dir / "model.safetensors").is_file()):
-        return False
-    try:
-        return bool(json.loads(summary.read_text()).get("finished"))
-    except (OSError, ValueError):
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
-    from botnet.cli.det import format_ap
-    from botnet.data.shapes import make_shapes_dataset, shapes_dataset_paths
-    from botnet.detection.api import predict_images, resolve_train_config, train_detector
-    from botnet.detection.config import paper_milestones
-    from botnet.engine.checkpoint import list_step_checkpoints
-    from botnet.io import write_json
+    from botnet.detection.demo import run_demo
 
-    started = time.perf_counter()
     out = Path(args.out)
-    data = shapes_dataset_paths(out / "data")
-    if not (data["train_ann"].is_file() and data["val_ann"].is_file()):
-        print(f"[1/4] generating {args.train} + {args.val} images of shapes in {out / 'data'}")
-        make_shapes_dataset(out / "data", train=args.train, val=args.val, size=128)
-    else:
-        print(f"[1/4] using the dataset in {out / 'data'}")
-
-    run_dir = out / "run"
-    flags = {"data.train_images": data["train_images"], "data.train_ann": data["train_ann"],
-             "data.val_images": data["val_images"], "data.val_ann": data["val_ann"], "train.workers": args.workers,
-             "train.epochs": args.epochs, "schedule.milestones": paper_milestones(args.epochs) if args.epochs else None}
-    overrides = [f"{k}={json.dumps(str(v) if isinstance(v, Path) else v)}" for k, v in flags.items()
-                 if v is not None] + list(args.overrides)
-    if _finished(run_dir):
-        print(f"[2/4] {run_dir} holds a finished run; delete it to train again")
-        summary = json.loads((run_dir / "metrics.json").read_text())
-    else:
-        resume = run_dir if list_step_checkpoints(run_dir) else None
-        cfg = resolve_train_config(DEMO_RECIPE, overrides)
-        print(f"[2/4] training {cfg.model.name} Mask R-CNN for {cfg.train.epochs} epochs on the CPU"
-              + (" (resuming)" if resume else "") + f" -> {run_dir}")
-        summary = train_detector(cfg, run_dir, resume=resume)
-
-    # the engine evaluated the final weights on the held-out set at the end of training
-    metrics = {k[len("val_"):]: v for k, v in summary.items() if k.startswith("val_")}
-    print(f"[3/4] held-out set ({metrics.get('num_images', 0)} images): {format_ap(metrics)}")
-    weights = run_dir / "model.safetensors"
-
-    print(f"[4/4] drawing predictions for {args.pictures} held-out images")
-    images = sorted(data["val_images"].glob("*.png"))[: args.pictures]
-    predict_images(images, weights, out / "predictions", score_thresh=0.5)
-    minutes = (time.perf_counter() - started) / 60
-    result = {k: metrics[k] for k in metrics if k.startswith(("box_", "mask_"))}
-    result.update(minutes=round(minutes, 2), num_images=metrics.get("num_images", 0),
-                  train_seconds=summary.get("train_seconds"))
-    write_json(out / "metrics.json", result)
-    print(f"done in {minutes:.1f} min: box AP {metrics.get('box_ap', 0.0):.1f}, "
-          f"mask AP {metrics.get('mask_ap', 0.0):.1f}\n"
-          f"  pictures:  {out / 'predictions'}\n  curves:    {run_dir / 'curves.png'}\n"
+    result = run_demo(out, train=args.train, val=args.val, epochs=args.epochs, workers=args.workers,
+                      pictures=args.pictures, overrides=args.overrides)
+    print(f"done in {result['minutes']:.1f} min: box AP {result.get('box_ap', 0.0):.1f}, "
+          f"mask AP {result.get('mask_ap', 0.0):.1f}\n"
+          f"  pictures:  {out / 'predictions'}\n  curves:    {out / 'run' / 'curves.png'}\n"
           f"  metrics:   {out / 'metrics.json'}")
     return 0

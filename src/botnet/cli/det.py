@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from botnet.cli.run_args import DEVICES, add_engine_args, add_eval_args, as_overrides, engine_flags, run_folder
-from botnet.engine.config_validate import canvas_side, fraction_float, positive_int
+from botnet.cli.run_args import add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, run_folder
+from botnet.engine.config_validate import canvas_side, fraction_float
 
 
 def register(cli) -> None:
@@ -24,8 +24,9 @@ def register(cli) -> None:
     p.add_argument("--canvas", type=int, help="side of the square training canvas (default 1024)")
     p.add_argument("--jitter", help="scale jitter: standard (0.8,1.25), large (0.5,2.0), xlarge (0.1,2.0) "
                                     "or MIN,MAX")
-    p.add_argument("--backbone-weights", metavar="FILE",
-                   help="local ResNet checkpoint for the backbone's non-attention layers")
+    p.add_argument("--backbone-weights", metavar="SOURCE",
+                   help="imagenet (the paper's setting), timm:NAME, torchvision:ENUM.NAME or a weights file "
+                        "(docs/pretrained.md)")
     p.add_argument("--norm", choices=["bn", "frozen", "syncbn"], help="backbone normalisation")
     p.add_argument("--no-masks", action="store_true", help="Faster R-CNN: boxes only")
     p.add_argument("--amp", choices=["bf16", "fp16", "fp32"])
@@ -36,20 +37,15 @@ def register(cli) -> None:
     p = cli.task_command("eval", "det", help="COCO box and mask AP of detector weights")
     p.add_argument("--data", "--val-data", dest="data", required=True, help="image folder")
     p.add_argument("--ann", "--val-ann", dest="ann", required=True, help="COCO instances JSON")
-    p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
-    p.add_argument("--out", help="folder for metrics.json and predictions.json")
-    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
-    add_eval_args(p)
+    add_eval_args(p, "metrics.json and predictions.json", batch_size=8)
     p.set_defaults(func=_eval)
 
     p = cli.task_command("predict", "det", help="draw detections and masks on images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--weights", required=True)
+    add_predict_args(p)
     p.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
     p.add_argument("--score-thresh", type=fraction_float, default=0.5)
     p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=_predict)
 
 
@@ -60,7 +56,6 @@ def _is_main() -> bool:
 
 def train_overrides(args: argparse.Namespace) -> list[str]:
     from botnet.data.det_transforms import parse_scale_range
-    from botnet.detection.config import paper_milestones
     from botnet.errors import UserError
 
     jitter = None
@@ -72,7 +67,6 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
     flags = {
         "data.train_images": args.data, "data.train_ann": args.ann, "data.val_images": args.val_data,
         "data.val_ann": args.val_ann, "model.name": args.model,
-        "schedule.milestones": paper_milestones(args.epochs) if args.epochs else None,
         "data.canvas": args.canvas, "data.scale_range": jitter,
         "model.backbone_weights": args.backbone_weights, "model.norm": args.norm,
         "model.masks": False if args.no_masks else None, "amp.dtype": args.amp,
@@ -102,11 +96,14 @@ def dataset_overrides(path: str) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from botnet.detection.api import resolve_train_config, train_detector
+    from botnet.detection.api import train_detector
+    from botnet.detection.config import DetectionConfig
+    from botnet.engine.config import resolve_run_config
+    from botnet.detection.demo import format_ap
     from botnet.errors import UserError
 
     out = run_folder(args)
-    cfg = resolve_train_config(args.config, train_overrides(args), resume=args.resume)
+    cfg = resolve_run_config(DetectionConfig, args.config, train_overrides(args), resume=args.resume)
     if not (cfg.data.train_images and cfg.data.train_ann):
         raise UserError("--data IMAGE_DIR and --ann INSTANCES.json are required (or a recipe with data paths)")
     summary = train_detector(cfg, out, resume=args.resume)
@@ -115,17 +112,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_ap(metrics: dict, prefix: str = "") -> str:
-    parts = []
-    for kind in ("box", "mask"):
-        if f"{prefix}{kind}_ap" in metrics:
-            parts.append(f"{kind} AP {metrics[f'{prefix}{kind}_ap']:.1f} (AP50 {metrics[f'{prefix}{kind}_ap50']:.1f}, "
-                         f"AP75 {metrics[f'{prefix}{kind}_ap75']:.1f})")
-    return ", ".join(parts) or "no evaluation"
-
-
 def _eval(args: argparse.Namespace) -> int:
     from botnet.detection.api import evaluate_detector
+    from botnet.detection.demo import format_ap
 
     m = evaluate_detector(args.data, args.ann, args.weights, args.out, batch_size=args.batch_size,
                           workers=args.workers, device=args.device, amp=args.amp, canvas=args.canvas,

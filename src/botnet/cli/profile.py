@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 
 from botnet.models import create_model, get_model_config
-from botnet.models.presets import PAPER_FIGURES
-from botnet.profile import count_macs, count_params, time_model
+from botnet.profile import count_macs, count_params, paper_table, time_model
 
 
 def register(cli) -> None:
@@ -18,6 +17,7 @@ def register(cli) -> None:
     p.add_argument("--train", action="store_true", help="also time forward+backward")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--paper", action="store_true", help="every paper model's params and multiply-adds vs the paper")
+    p.add_argument("--timm", action="store_true", help="timm's BoTNets: our params and multiply-adds beside timm's")
     p.set_defaults(func=run)
 
 
@@ -25,19 +25,12 @@ def _pct(ours: float, paper: float | None) -> str:
     return f"{100 * (ours - paper) / paper:+.2f}%" if paper else "-"
 
 
-def paper_table() -> list[dict]:
-    rows = []
-    for name, size, params_m, gmacs, backbone in PAPER_FIGURES:
-        with torch.device("meta"):  # shapes are all that counting needs
-            model = create_model(name)
-        ours_p = count_params(model) / 1e6
-        ours_g = count_macs(model, (size, size), backbone_only=backbone) / 1e9
-        rows.append(dict(model=name, input=size, backbone_only=backbone, params_m=ours_p, paper_params_m=params_m,
-                         gmacs=ours_g, paper_gmacs=gmacs))
-    return rows
-
-
 def run(args) -> int:
+    if args.timm:
+        from botnet.profile_timm import format_timm_table, timm_table
+
+        print("\n".join(format_timm_table(timm_table())))
+        return 0
     if args.paper:
         print(f"{'model':18s} {'input':>5s} {'params M':>9s} {'paper':>6s} {'diff':>7s}   "
               f"{'G M.Adds':>9s} {'paper':>7s} {'diff':>7s}  counted")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from botnet.errors import UserError
-from botnet.engine.config_validate import count_int
+from botnet.engine.config_validate import count_int, positive_int
 
 DEVICES = ["auto", "cpu", "cuda"]
 
@@ -24,12 +24,22 @@ def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example:
                    help=f"override any config field, e.g. --set optim.lr={lr_example} (repeatable)")
 
 
-def add_eval_args(p: argparse.ArgumentParser) -> None:
-    """The engine's flags of ``botnet eval TASK``."""
+def add_eval_args(p: argparse.ArgumentParser, outputs: str, batch_size: int) -> None:
+    """The flags of ``botnet eval TASK`` beyond its data: weights, output folder, the engine's."""
+    p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
+    p.add_argument("--out", help=f"folder for {outputs}")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size)
     p.add_argument("--workers", type=count_int, default=2)
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--amp", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+
+
+def add_predict_args(p: argparse.ArgumentParser) -> None:
+    """The flags every ``botnet predict TASK`` takes."""
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
+    p.add_argument("--device", choices=DEVICES, default="auto")
 
 
 def engine_flags(args: argparse.Namespace) -> dict:

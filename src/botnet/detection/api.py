@@ -1,7 +1,6 @@
 """Library entry points for detection: train, evaluate, predict. The CLI calls these."""
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,22 +10,16 @@ from botnet.detection.predict import write_predictions
 from botnet.detection.task import DetectionTask
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
-from botnet.engine.config import from_dict, resolve_run_config
+from botnet.engine.config import from_dict
 from botnet.errors import UserError
 from botnet.io import check_output_dir, write_json
 from botnet.loading import load_model
 
 
-def resolve_train_config(recipe: str | os.PathLike | None = None, overrides: Sequence[str] = (),
-                         resume: str | os.PathLike | None = None) -> DetectionConfig:
-    """Defaults <- recipe (or, when resuming without one, the run's own config) <- overrides."""
-    return resolve_run_config(DetectionConfig, recipe, overrides, resume)
-
-
 def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,
                    resume: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train a detector on ``cfg.data`` into ``out_dir``; returns the final metrics."""
-    return train(DetectionTask(cfg), cfg, out_dir, resume=resume)
+    return train(DetectionTask.for_training(cfg), cfg, out_dir, resume=resume)
 
 
 def _task_for_weights(meta: dict[str, Any], strict: bool, canvas: int) -> DetectionTask:

@@ -1,6 +1,6 @@
 """The detection run config: the engine's sections plus ``model`` and ``data``.
 
-Defaults follow the paper's COCO recipe (spec section 5): 1024 canvas, scale jitter
+Defaults follow the paper's COCO recipe (arXiv 2101.11605, the COCO experiments): 1024 canvas, scale jitter
 [0.8, 1.25], SGD momentum 0.9, lr 0.08 at global batch 64 scaled linearly with the batch,
 500-step warmup, x0.1 at 2/3 and 8/9 of the schedule, weight decay 1e-4.
 """
@@ -94,9 +94,4 @@ class DetectionConfig(TrainConfig):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=0.08, base_batch=64, momentum=0.9, nesterov=False, weight_decay=1e-4))
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
-        name="step", warmup_steps=500, milestones=[8.0, 32 / 3], gamma=0.1))
-
-
-def paper_milestones(epochs: float) -> list[float]:
-    """The x0.1 decays at 2/3 and 8/9 of a schedule, in epochs."""
-    return [round(epochs * 2 / 3, 4), round(epochs * 8 / 9, 4)]
+        name="step", warmup_steps=500, milestone_fractions=[2 / 3, 8 / 9], gamma=0.1))

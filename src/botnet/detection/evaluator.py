@@ -122,19 +122,6 @@ class CocoEvaluator:
         return coco_metrics(self.coco_gt, self.results, self.iou_types, self.image_ids or None, verbose)
 
 
-@torch.no_grad()
-def run_detector(model: torch.nn.Module, batches: Iterable, device: torch.device, evaluator: CocoEvaluator,
-                 autocast_dtype: torch.dtype | None = None) -> None:
-    """Feed ``(images, targets, ...)`` batches through ``model`` in eval mode into ``evaluator``."""
-    for images, targets, *_ in batches:
-        images = [to_float_image(im, device) for im in images]
-        ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-               else contextlib.nullcontext())
-        with ctx:
-            outputs = model(images)
-        evaluator.update(outputs, [t["image_id"] for t in targets])
-
-
 def to_float_image(image: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A plain float tensor in [0, 1] on ``device`` (datasets keep uint8 to cut loader traffic)."""
     image = image.as_subclass(torch.Tensor).to(device, non_blocking=True)

@@ -29,66 +29,84 @@ def targets_to_device(targets: Sequence[dict], device: torch.device) -> list[dic
     return [{k: _plain(t[k]).to(device, non_blocking=True) for k in keep if k in t} for t in targets]
 
 
+def _check_categories(val: CocoDetection, ann, class_names: Sequence[str], cat_ids: Sequence[int]) -> None:
+    if list(val.cat_ids) != list(cat_ids) or list(val.class_names) != list(class_names):
+        def listing(ids, names):
+            return ", ".join(f"{i}={n}" for i, n in zip(ids, names))
+        raise UserError(
+            f"{ann} declares {len(val.cat_ids)} categories ({listing(val.cat_ids, val.class_names)}) but the "
+            f"model has {len(cat_ids)} classes ({listing(cat_ids, class_names)}); "
+            "evaluate on data with the categories it was trained on")
+
+
+def load_val_dataset(cfg: DetectionConfig, images, ann, class_names: Sequence[str] | None = None,
+                     cat_ids: Sequence[int] | None = None) -> CocoDetection:
+    """An evaluation set; with ``class_names`` / ``cat_ids`` its categories must be those."""
+    if not (images and ann):
+        raise UserError("evaluation needs both an image folder and an instances file (--val-data and --val-ann)")
+    val = CocoDetection(images, ann, transforms=None, with_masks=False, keep_empty=True, strict=cfg.data.strict)
+    if class_names is not None:
+        _check_categories(val, ann, class_names, cat_ids or list(range(1, len(class_names) + 1)))
+    return val
+
+
+def load_training_data(cfg: DetectionConfig) -> tuple[CocoDetection, CocoDetection | None]:
+    """(train, val) of a run, validated; the classes are the training set's categories."""
+    d = cfg.data
+    if not (d.train_images and d.train_ann):
+        raise UserError("no training data given: pass --data IMAGE_DIR and --ann INSTANCES.json "
+                        "(data.train_images / data.train_ann)")
+    transforms = detection_train_transforms(d.canvas, d.scale_range, d.hflip)
+    train = CocoDetection(d.train_images, d.train_ann, transforms, with_masks=cfg.model.masks,
+                          keep_empty=d.train_empty, strict=d.strict)
+    if len(train) == 0:
+        raise UserError(f"{d.train_ann}: no image with annotations to train on")
+    val = None
+    if d.val_images or d.val_ann:
+        val = load_val_dataset(cfg, d.val_images, d.val_ann, train.class_names, train.cat_ids)
+    return train, val
+
+
 class DetectionTask(Task):
+    """A detection task for a known set of classes: from a training set (:meth:`for_training`) or
+    from the metadata of trained weights (evaluation)."""
+
     name = "det"
     main_metric = "box_ap"
 
-    def __init__(self, cfg: DetectionConfig, class_names: Sequence[str] | None = None,
-                 cat_ids: Sequence[int] | None = None):
+    def __init__(self, cfg: DetectionConfig, class_names: Sequence[str], cat_ids: Sequence[int] | None = None,
+                 datasets: tuple[CocoDetection, CocoDetection | None] | None = None):
         self.cfg = cfg
-        self.class_names = list(class_names) if class_names is not None else None
-        self.cat_ids = list(cat_ids) if cat_ids is not None else None
-        self.val_set: CocoDetection | None = None
+        self.class_names = list(class_names)
+        self.cat_ids = list(cat_ids) if cat_ids else list(range(1, len(self.class_names) + 1))
+        self.datasets = datasets
+        self.val_set: CocoDetection | None = datasets[1] if datasets is not None else None
+
+    @classmethod
+    def for_training(cls, cfg: DetectionConfig) -> "DetectionTask":
+        """The task of a training run: its data loaded and validated, its classes resolved."""
+        train, val = load_training_data(cfg)
+        return cls(cfg, train.class_names, train.cat_ids, (train, val))
 
     # -- data ------------------------------------------------------------------------------
 
     def build_datasets(self):
-        d = self.cfg.data
-        if not (d.train_images and d.train_ann):
-            raise UserError("no training data given: pass --data IMAGE_DIR and --ann INSTANCES.json "
-                            "(data.train_images / data.train_ann)")
-        transforms = detection_train_transforms(d.canvas, d.scale_range, d.hflip)
-        train = CocoDetection(d.train_images, d.train_ann, transforms, with_masks=self.cfg.model.masks,
-                              keep_empty=d.train_empty, strict=d.strict)
-        self.class_names, self.cat_ids = train.class_names, train.cat_ids
-        if len(train) == 0:
-            raise UserError(f"{d.train_ann}: no image with annotations to train on")
-        val = self.build_val_dataset() if (d.val_images or d.val_ann) else None
-        return train, val
+        if self.datasets is None:
+            raise UserError("this detection task has no training data (DetectionTask.for_training loads it)")
+        return self.datasets
 
-    def build_val_dataset(self, images: str | None = None, ann: str | None = None) -> CocoDetection:
-        """The evaluation set; its categories must be those the model is trained on."""
-        images = images or self.cfg.data.val_images
-        ann = ann or self.cfg.data.val_ann
-        if not (images and ann):
-            raise UserError("evaluation needs both an image folder and an instances file "
-                            "(--val-data and --val-ann)")
-        val = CocoDetection(images, ann, transforms=None, with_masks=False, keep_empty=True,
-                            strict=self.cfg.data.strict)
-        if self.cat_ids is not None and (val.cat_ids != self.cat_ids or val.class_names != self.class_names):
-            def listing(ids, names):
-                return ", ".join(f"{i}={n}" for i, n in zip(ids, names))
-            raise UserError(
-                f"{ann} declares {len(val.cat_ids)} categories ({listing(val.cat_ids, val.class_names)}) but the "
-                f"model has {len(self.cat_ids)} classes ({listing(self.cat_ids, self.class_names or [])}); "
-                "evaluate on data with the categories it was trained on")
-        self.cat_ids, self.class_names = val.cat_ids, val.class_names
-        self.val_set = val
-        return val
+    def build_val_dataset(self, images: str, ann: str) -> CocoDetection:
+        """The evaluation set of :meth:`evaluate`; its categories must be the model's."""
+        self.val_set = load_val_dataset(self.cfg, images, ann, self.class_names, self.cat_ids)
+        return self.val_set
 
     def collate_fn(self, train: bool):
         return collate_detection
 
     # -- model, loss, metrics --------------------------------------------------------------
 
-    @property
-    def num_classes(self) -> int:
-        if not self.class_names:
-            raise UserError("the class names are unknown: build the datasets (or load weights) first")
-        return len(self.class_names)
-
     def build_model(self) -> nn.Module:
-        model = build_maskrcnn(self.cfg.model.name, self.num_classes, canvas=self.cfg.data.canvas,
+        model = build_maskrcnn(self.cfg.model.name, len(self.class_names), canvas=self.cfg.data.canvas,
                                **self.cfg.model.builder_kwargs())
         report = model.backbone.body.load_report
         if report is not None and du.rank() == 0:
@@ -116,7 +134,7 @@ class DetectionTask(Task):
         """COCO box (and mask) AP on the 0-100 scale over every rank's images, and the detections
         in the COCO results format."""
         if self.val_set is None:
-            raise UserError("no validation set: build_datasets() or build_val_dataset() first")
+            raise UserError("no validation set: give the run one, or call build_val_dataset() first")
         iou_types = ("bbox", "segm") if getattr(model, "roi_heads", None) is not None and \
             model.roi_heads.has_mask() else ("bbox",)
         evaluator = CocoEvaluator(self.val_set.coco, self.val_set.label_to_cat, iou_types)
@@ -132,7 +150,7 @@ class DetectionTask(Task):
         return Evaluation(metrics, evaluator.results)
 
     def metadata(self) -> dict[str, Any]:
-        return {"task": "det", "class_names": list(self.class_names or []), "cat_ids": list(self.cat_ids or []),
+        return {"task": "det", "class_names": list(self.class_names), "cat_ids": list(self.cat_ids),
                 "canvas": self.cfg.data.canvas, "detector": to_dict(self.cfg.model)}
 
 

@@ -78,7 +78,7 @@ class ScheduleConfig(Checked):
     limits: ClassVar[Limits] = {
         "name": one_of("cosine", "step", "constant"), "warmup_epochs": at_least(0), "warmup_steps": at_least(0),
         "warmup_start_factor": fraction(), "min_lr_ratio": fraction(), "milestones": each(at_least(0)),
-        "gamma": above(0)}
+        "milestone_fractions": each(fraction()), "max_warmup_fraction": fraction(), "gamma": above(0)}
     name: str = "cosine"  # cosine | step | constant
     #: linear warmup from warmup_start_factor * lr; warmup_steps wins over warmup_epochs if > 0
     warmup_epochs: float = 0.0
@@ -88,7 +88,13 @@ class ScheduleConfig(Checked):
     min_lr_ratio: float = 0.0
     #: step: multiply by gamma at each milestone (in epochs, fractions allowed)
     milestones: list[float] = field(default_factory=list)
+    #: step: milestones as fractions of the run (win over ``milestones``), so that they follow the
+    #: number of epochs: the paper's detection recipes decay at 2/3 and 8/9 of any schedule
+    milestone_fractions: list[float] = field(default_factory=list)
     gamma: float = 0.1
+    #: the warmup never takes more than this fraction of the run (a 500-step warmup in a 192-step
+    #: run would never reach the learning rate)
+    max_warmup_fraction: float = 0.25
 
 
 @dataclass

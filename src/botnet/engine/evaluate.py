@@ -13,10 +13,12 @@ from botnet.engine.task import Evaluation, Task
 from botnet.errors import UserError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+_AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
-def autocast(device: torch.device, amp: str):
-    """bf16 autocast on CPU or CUDA, fp16 on CUDA, or nothing for fp32."""
+def autocast(device: torch.device, amp: str | torch.dtype):
+    """bf16 autocast on CPU or CUDA, fp16 on CUDA, or nothing for fp32 (``amp`` by name or dtype)."""
+    amp = _AMP_NAMES.get(amp, amp)
     if amp not in AMP_DTYPES:
         raise UserError(f"amp.dtype={amp!r}: expected one of {', '.join(AMP_DTYPES)}")
     dtype = AMP_DTYPES[amp]

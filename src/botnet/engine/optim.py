@@ -43,7 +43,7 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: ScheduleCo
     """Multiplier of the base lr after ``step`` optimizer steps (a pure function, easy to test
     and to plot)."""
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else round(cfg.warmup_epochs * steps_per_epoch)
-    warmup = min(warmup, total_steps)
+    warmup = min(warmup, math.floor(cfg.max_warmup_fraction * total_steps))
     if step < warmup:
         t = step / warmup
         return cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * t
@@ -54,7 +54,10 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: ScheduleCo
         t = min(1.0, (step - warmup) / span)
         return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
     if cfg.name == "step":
-        passed = sum(step >= round(m * steps_per_epoch) for m in cfg.milestones)
+        if cfg.milestone_fractions:
+            passed = sum(step >= round(f * total_steps) for f in cfg.milestone_fractions)
+        else:
+            passed = sum(step >= round(m * steps_per_epoch) for m in cfg.milestones)
         return cfg.gamma**passed
     raise UserError(f"schedule.name={cfg.name!r}: expected cosine, step or constant")
 

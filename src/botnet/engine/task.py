@@ -43,8 +43,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
-        """(train, val). Validate the data here so that errors come before any training.
-        ``val`` may be None (no evaluation). The engine wraps ``train`` so that random
+        """(train, val), validated (a task knows its classes when it is made, so it learns nothing
+        here). ``val`` may be None (no evaluation). The engine wraps ``train`` so that random
         augmentations are seeded per sample (reproducible and resumable); transforms must draw
         their randomness from torch's global RNG (as torchvision's transforms do)."""
 

@@ -1,6 +1,6 @@
 """2-D relative (and absolute) position encodings of the BoT attention layer.
 
-Index convention (spec section 3): for a query at (row a, col b) and a key at (row c, col e) on an
+Index convention (arXiv 2101.11605, section 3 and figure 4): for a query at (row a, col b) and a key at (row c, col e) on an
 H x W map, the relative position logit is
 
     q_ab . ( R_h[c - a + H - 1] + R_w[e - b + W - 1] )
