@@ -95,3 +95,16 @@ def test_backbone_weights_fill_the_resnet_layers(shapes, tmp_path):
 def test_missing_training_paths_are_user_errors():
     with pytest.raises(UserError, match="--data"):
         DetectionTask.for_training(DetectionConfig())
+
+
+def test_a_batch_of_only_unreadable_images_gives_a_zero_loss_through_a_forward_pass(shapes):
+    from botnet.data.imagefolder import Unreadable
+
+    task = _task(shapes)
+    model = task.build_model()
+    with pytest.warns(UserWarning, match="broken.png"):
+        losses = task.training_step(model, ([], [], [Unreadable("broken.png", "truncated")]), torch.device("cpu"))
+    assert losses["loss"].item() == 0.0 and losses["loss"].requires_grad
+    losses["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert sum(g is not None for g in grads) > len(grads) // 2  # the forward reached the model's layers

@@ -105,6 +105,10 @@ class ClassificationTask(Task):
     def collate_fn(self, train: bool):
         return collate_skipping
 
+    def blank_batch(self, device):
+        # two images: BatchNorm in training mode needs more than one value per channel
+        return torch.zeros(2, 3, *self.img_size, device=device), torch.zeros(2, dtype=torch.long, device=device), []
+
     def batch_size(self, batch) -> int:
         return len(batch[1])
 
@@ -132,10 +136,7 @@ class ClassificationTask(Task):
     def training_step(self, model, batch, device):
         images, labels = self._images(batch, device)
         if images is None:
-            # every image of the batch was unreadable: a zero loss through a real forward pass
-            # (on two blank images) keeps every rank's gradient all-reduce in step
-            blank = torch.zeros(2, 3, *self.img_size, device=device)
-            return {"loss": model(blank).float().sum() * 0.0}
+            return self.zero_loss(model, device)
         logits = model(images)
         return {"loss": F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.loss.label_smoothing)}
 

@@ -121,11 +121,16 @@ class DetectionTask(Task):
         # (channels_last is left to the model: torchvision batches the images inside it)
         return [to_float_image(im, device) for im in images], targets
 
+    def blank_batch(self, device):
+        size = self.cfg.data.canvas
+        target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                  "masks": torch.zeros(0, size, size, dtype=torch.uint8)}
+        return [torch.zeros(3, size, size, dtype=torch.uint8, device=device)], [target], []
+
     def training_step(self, model, batch, device) -> dict[str, torch.Tensor]:
         images, targets = self._unpack(batch, device)
         if not images:
-            # every image of the batch was unreadable: a zero loss keeps all ranks in step
-            return {"loss": sum(p.sum() for p in model.parameters()) * 0.0}
+            return self.zero_loss(model, device)
         losses = model(images, targets_to_device(targets, device))
         losses = {k: v.float() for k, v in losses.items()}
         return {"loss": sum(losses.values()), **losses}

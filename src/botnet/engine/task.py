@@ -63,6 +63,16 @@ class Task(abc.ABC):
         torch.distributed the task gathers/reduces across ranks itself (so that e.g. COCO
         evaluation sees all predictions) and every rank returns the same metrics."""
 
+    def blank_batch(self, device: torch.device) -> Any:
+        """A batch of blank images (and no objects) in the form ``training_step`` takes."""
+        raise NotImplementedError(f"{type(self).__name__} has no blank batch")
+
+    def zero_loss(self, model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+        """The loss of a step whose every image was unreadable: zero, but through a real forward
+        pass (of :meth:`blank_batch`), so that every rank's gradient all-reduce stays in step under
+        DistributedDataParallel, which needs the forward to expect gradients."""
+        return {"loss": self.training_step(model, self.blank_batch(device), device)["loss"] * 0.0}
+
     def batch_size(self, batch: Any) -> int:
         """Number of images in ``batch`` (for throughput)."""
         return len(batch[0])
