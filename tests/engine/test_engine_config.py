@@ -25,7 +25,7 @@ def test_round_trip_through_yaml(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(ClassificationConfig, tmp_path / "config.yaml")
     assert again == cfg
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == to_dict(cfg)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {"task": "cls", **to_dict(cfg)}
 
 
 @pytest.mark.parametrize("override, message", [

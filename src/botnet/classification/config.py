@@ -64,6 +64,7 @@ class ClsLossConfig(Checked):
 
 @dataclass
 class ClassificationConfig(TrainConfig):
+    task: ClassVar[str] = "cls"
     model: ClsModelConfig = field(default_factory=ClsModelConfig)
     data: ClsDataConfig = field(default_factory=ClsDataConfig)
     loss: ClsLossConfig = field(default_factory=ClsLossConfig)

@@ -88,6 +88,7 @@ class DetDataConfig(Checked):
 
 @dataclass
 class DetectionConfig(TrainConfig):
+    task: ClassVar[str] = "det"
     model: DetModelConfig = field(default_factory=DetModelConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)
     train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(epochs=12, batch_size=8, workers=4))

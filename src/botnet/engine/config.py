@@ -155,6 +155,9 @@ class EvalConfig(Checked):
 
 @dataclass
 class TrainConfig:
+    #: the task the config is for ("cls", "det"), written into a run's config.yaml so that
+    #: resuming a run with the other task's command is refused by name
+    task: ClassVar[str] = ""
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -247,8 +250,13 @@ def load_config(
         data = _merge(data, base)
     if path is not None:
         file_path = recipe_path(path)
+        raw = read_yaml(file_path)
+        file_task = raw.pop("task", None)
+        if file_task and cls.task and file_task != cls.task:
+            raise UserError(f"{file_path}: this is the config of a '{file_task}' run, which this command cannot "
+                            f"continue or use ('{cls.task}'); resume it with `botnet train {file_task}`")
         try:
-            data = _merge(data, read_yaml(file_path))
+            data = _merge(data, raw)
             from_dict(cls, data)
         except UserError as e:
             raise UserError(f"{file_path}: {e}") from None
@@ -274,4 +282,5 @@ def resolve_run_config(
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    return write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    task = getattr(cfg, "task", "")
+    return write_text(path, yaml.safe_dump({**({"task": task} if task else {}), **to_dict(cfg)}, sort_keys=False))
