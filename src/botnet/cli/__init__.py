@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "botnet.cli.data",
     "botnet.cli.profile",
     "botnet.cli.export",
+    "botnet.cli.attention",
     "botnet.cli.convert",
     "botnet.cli.models",
 ]
