@@ -1,12 +1,12 @@
-"""Residual bottleneck blocks: the ResNet bottleneck and the BoT block (spec section 2).
+"""Residual bottleneck blocks: the ResNet bottleneck and the BoT block (arXiv 2101.11605, section 3 and figure 3).
 
 Both share one structure; only the spatial operation differs:
 
     1x1 conv (C_in -> w), BN, act
-    spatial op:  3x3 conv, stride s            (Bottleneck)
+    spatial op:  3x3 conv, stride s, [groups]   (Bottleneck)
                  MHSA, then 2x2 avg pool if s=2 (BoTBlock; the pool comes AFTER attention)
-    BN, act
-    1x1 conv (w -> 4w), BN (gamma initialised to zero), [SE], [stochastic depth]
+    BN, act, [mid_attn: SE or ECA on the w channels, timm's ``attn_layer``; Bottleneck only]
+    1x1 conv (w -> C_out, 4w by default), BN (gamma initialised to zero), [SE], [stochastic depth]
     + shortcut (identity, or 1x1 conv stride s + BN [+ act in the reference code]), act
 
 Module names follow torchvision's ResNet (conv1/bn1/conv2/bn2/conv3/bn3/downsample) so that
@@ -22,9 +22,20 @@ from torch import nn
 from botnet.layers.act import make_act
 from botnet.layers.attention import MHSA2d
 from botnet.layers.drop import DropPath
-from botnet.layers.se import SqueezeExcite
+from botnet.layers.eca import EfficientChannelAttention
+from botnet.layers.se import SqueezeExcite, reduced_width
 
 NormLayer = Callable[[int], nn.Module]
+#: channel attention after the 3x3 conv (timm's ``attn_layer``): SE (ReLU, timm's width) or ECA
+MID_ATTN = ("se", "eca", None)
+
+
+def make_mid_attn(kind: str | None, channels: int) -> nn.Module | None:
+    if kind not in MID_ATTN:
+        raise ValueError(f"mid_attn must be one of {MID_ATTN}, got {kind!r}")
+    if kind == "se":
+        return SqueezeExcite(channels, reduced_width(channels), nn.ReLU)
+    return EfficientChannelAttention(channels) if kind == "eca" else None
 
 
 class Bottleneck(nn.Module):
@@ -43,16 +54,20 @@ class Bottleneck(nn.Module):
         drop_path: float = 0.0,
         shortcut_act: bool = False,
         zero_init_last: bool = True,
+        out_channels: int | None = None,
+        groups: int = 1,
+        mid_attn: str | None = None,
     ):
         super().__init__()
-        out_channels = width * self.expansion
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        out_channels = out_channels or width * self.expansion
+        self.in_channels, self.out_channels, self.stride, self.groups = in_channels, out_channels, stride, groups
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = norm_layer(width)
         self.act1 = make_act(act_layer)
         self._build_spatial(width, stride)
         self.bn2 = norm_layer(width)
         self.act2 = make_act(act_layer)
+        self.mid_attn = make_mid_attn(mid_attn, width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = norm_layer(out_channels)
         self.se = SqueezeExcite(out_channels, max(1, round(out_channels * se_ratio)), act_layer) if se_ratio else None
@@ -67,7 +82,7 @@ class Bottleneck(nn.Module):
         self.reset_parameters(zero_init_last)
 
     def _build_spatial(self, width: int, stride: int) -> None:
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=self.groups, bias=False)
 
     def _spatial(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(x)
@@ -86,6 +101,8 @@ class Bottleneck(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self._spatial(x)))
+        if self.mid_attn is not None:
+            x = self.mid_attn(x)
         x = self.bn3(self.conv3(x))
         if self.se is not None:
             x = self.se(x)
@@ -96,7 +113,8 @@ class BoTBlock(Bottleneck):
     """The bottleneck with global MHSA in place of the 3x3 conv.
 
     ``feat_size`` is the size of the map the MHSA sees, i.e. the block's input size (before the
-    pool in a strided block). Any other size works at run time (see ``MHSA2d``)."""
+    pool in a strided block). Any other size works at run time (see ``MHSA2d``).
+    ``scale_pos_embed=False`` leaves the position logits unscaled (timm's ``BottleneckAttn``)."""
 
     def __init__(
         self,
@@ -107,9 +125,10 @@ class BoTBlock(Bottleneck):
         heads: int = 4,
         pos_enc: str | None = "relative",
         shortcut_act: bool = True,
+        scale_pos_embed: bool = True,
         **kwargs,
     ):
-        self._attn_args = dict(heads=heads, pos_enc=pos_enc, feat_size=feat_size)
+        self._attn_args = dict(heads=heads, pos_enc=pos_enc, feat_size=feat_size, scale_pos_embed=scale_pos_embed)
         super().__init__(in_channels, width, stride, shortcut_act=shortcut_act, **kwargs)
 
     def _build_spatial(self, width: int, stride: int) -> None:

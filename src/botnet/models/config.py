@@ -33,23 +33,56 @@ class ModelConfig:
     drop_rate: float = 0.0
     #: stochastic depth rate of the last block (linear in the block index)
     drop_path_rate: float = 0.0
+    #: "7x7" (the ResNet's: 7x7 conv, BN, act, max pool) or "tiered" (timm's three 3x3 convs)
+    stem: str = "7x7"
+    #: the tiered stem's max pool; without it its last conv has stride 2
+    stem_pool: bool = True
+    #: output channels of each stage (None: 4 x widths, the ResNet bottleneck's expansion)
+    out_channels: tuple[int, int, int, int] | None = None
+    #: indices of the BoT blocks within each stage (timm's interleaved stages); replaces bot_layers
+    bot_blocks: tuple[tuple[int, ...], ...] | None = None
+    #: channels per group of the 3x3 convs (0: dense), timm's ``gs``
+    group_size: int = 0
+    #: channel attention after the 3x3 conv of the conv blocks: "se", "eca" or None (timm's attn_layer)
+    mid_attn: str | None = None
+    #: False: the position logits are not scaled by d^-0.5 (timm's BottleneckAttn default)
+    scale_pos_embed: bool = True
+    #: a final 1x1 conv + BN + act to this many channels before pooling (timm's num_features; 0: none)
+    num_features: int = 0
     description: str = field(default="", compare=False)
+
+    def bot_indices(self, stage: int) -> frozenset[int]:
+        """Indices of the BoT blocks of stage ``stage`` (0 = c2)."""
+        if self.bot_blocks is not None:
+            return frozenset(self.bot_blocks[stage])
+        depth = self.layers[stage]
+        return frozenset(range(max(depth - self.bot_layers[stage], 0), depth))
+
+    def stage_out_channels(self) -> tuple[int, int, int, int]:
+        return self.out_channels or tuple(4 * w for w in self.widths)
 
     def replace(self, **overrides: Any) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise UserError(f"unknown model option(s) {unknown}; known: {sorted(names - {'description'})}")
-        for key in ("layers", "bot_layers", "widths", "input_size"):
+        for key in ("layers", "bot_layers", "widths", "input_size", "out_channels"):
             if key in overrides and overrides[key] is not None:
                 overrides[key] = tuple(int(v) for v in overrides[key])
+        if overrides.get("bot_blocks") is not None:
+            overrides["bot_blocks"] = tuple(tuple(int(i) for i in stage) for stage in overrides["bot_blocks"])
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("description")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: _lists(v) for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         return cls(layers=tuple(d["layers"])).replace(**{k: v for k, v in d.items() if k != "layers"})
+
+
+def _lists(value: Any) -> Any:
+    """Tuples (nested too) as lists, as they come back from JSON."""
+    return [_lists(v) for v in value] if isinstance(value, (tuple, list)) else value

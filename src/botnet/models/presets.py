@@ -1,10 +1,17 @@
-"""Named presets: every model of the paper as a row of configuration (spec section 4).
+"""Named presets: every model of the paper as a row of configuration (arXiv 2101.11605, Table 1 and
+the ImageNet experiments).
 
 Detection backbones (BoTNet-50..200) replace the three c5 blocks with BoT blocks and keep c5's
 stride 2 through the average pool; their default input is the paper's 1024 x 1024 canvas.
 BoTNet-S1 runs c5 at stride 1. The "T" models add SE (0.0625 of the block's output channels) and
 SiLU, and make every c5 block a BoT block. ``*_tiny`` presets are small variants of ours (not from
 the paper) for tests and the CPU demo.
+
+The ``*_256`` rows are timm's BoTNets (timm's ``byoanet`` configs, function for function): the
+tiered 3x3 stem, BoT blocks interleaved inside stages c3..c5, no activation on the projection
+shortcut and the unscaled position term. Their tables follow the input size like every row's.
+``eca_botnext26ts_256``: timm gives its q/k heads 16 channels and v 64 / 128; ours are one width,
+so its q/k weights load zero-padded to v's width (same function, more q/k parameters).
 """
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ from botnet.models.config import ModelConfig
 R50, R101, R152, R200 = (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3), (3, 24, 36, 3)
 C5_BOT3 = (0, 0, 0, 3)
 T_MODEL = dict(c5_stride=1, se_ratio=0.0625, act="silu")
+TIMM_T = dict(stem="tiered", bot_shortcut_act=False, scale_pos_embed=False, input_size=(256, 256))
+R26, BOT26 = (2, 2, 2, 2), ((), (), (1,), (0, 1))
 
 PRESETS: dict[str, ModelConfig] = {
     "resnet50": ModelConfig(R50, description="ResNet-50 baseline"),
@@ -34,6 +43,16 @@ PRESETS: dict[str, ModelConfig] = {
                                     description="T7-320 = BoTNet-S1-128 @320"),
     "botnet_s1_t7": ModelConfig((3, 4, 23, 12), (0, 0, 0, 12), **T_MODEL, input_size=(384, 384),
                                 description="T7 = BoTNet-S1-128 @384"),
+    # timm's BoTNets ("T": tiered stem, "s": SiLU); pretrained weights: docs/pretrained.md
+    "botnet26t_256": ModelConfig(R26, bot_blocks=BOT26, **TIMM_T, description="timm's botnet26t_256"),
+    "sebotnet33ts_256": ModelConfig((2, 3, 3, 2), bot_blocks=((), (2,), (2,), (0, 1)),
+                                    out_channels=(256, 512, 1024, 1536), act="silu", mid_attn="se",
+                                    stem_pool=False, num_features=1280, **TIMM_T,
+                                    description="timm's sebotnet33ts_256 (SE after the 3x3)"),
+    "eca_botnext26ts_256": ModelConfig(R26, bot_blocks=BOT26, act="silu", mid_attn="eca", group_size=16, **TIMM_T,
+                                       description="timm's eca_botnext26ts_256 (grouped 3x3, ECA)"),
+    "botnet50ts_256": ModelConfig(R50, bot_blocks=((), (3,), (1, 3, 5), (1,)), act="silu", **TIMM_T,
+                                  description="timm's botnet50ts_256"),
     # small variants (ours, not the paper's): same structure, a fraction of the width and depth
     "resnet_tiny": ModelConfig((1, 1, 1, 1), stem_width=16, widths=(16, 32, 64, 128), input_size=(128, 128),
                                description="tiny ResNet (tests, CPU demo)"),
@@ -62,4 +81,15 @@ PAPER_FIGURES = [
     ("botnet_s1_t6", 320, 53.9, 23.3, False),
     ("botnet_s1_t7_320", 320, 75.1, 30.9, False),
     ("botnet_s1_t7", 384, 75.1, 45.8, False),
+]
+
+#: timm's own figures for its BoTNets (``botnet profile --timm``): params (M) and GMACs at 256 x 256
+#: from timm's published inference benchmark (timm's results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv),
+#: ImageNet-1k top-1 of its weights from timm's results/results-imagenet.csv (None: timm has no weights).
+TIMM_FIGURES = [
+    # name, timm weights, input, params_M, gmacs, top1
+    ("botnet26t_256", "botnet26t_256.c1_in1k", 256, 12.49, 3.32, 79.256),
+    ("sebotnet33ts_256", "sebotnet33ts_256.a1h_in1k", 256, 13.70, 3.89, 81.156),
+    ("eca_botnext26ts_256", "eca_botnext26ts_256.c1_in1k", 256, 10.59, 2.46, 79.262),
+    ("botnet50ts_256", None, 256, 22.74, 5.54, None),
 ]
