@@ -7,7 +7,7 @@ from timm.layers.bottleneck_attn import BottleneckAttn
 
 from botnet.api import load
 from botnet.cli import main
-from botnet.convert import bottleneck_attn_state, convert_weights, load_timm_bottleneck_attn, map_state_dict
+from botnet.convert import bottleneck_attn_state, convert_weights, load_timm_bottleneck_attn, timm_attention
 from botnet.errors import UserError
 from botnet.layers.attention import MHSA2d
 
@@ -36,6 +36,23 @@ def test_timm_tables_are_rescaled_by_sqrt_dim_head():
         bottleneck_attn_state({k: v for k, v in state.items() if "width" not in k})
 
 
+@pytest.mark.parametrize("scale_pos_embed", [False, True])
+def test_narrow_timm_qk_heads_are_padded_to_the_same_logits(scale_pos_embed):
+    # eca_botnext26ts_256: q / k heads of 16 channels, v heads of 64; ours have one width
+    theirs = BottleneckAttn(256, feat_size=(6, 5), num_heads=4, dim_head=16, scale_pos_embed=scale_pos_embed).eval()
+    with torch.no_grad():
+        theirs.pos_embed.height_rel.normal_()
+        theirs.pos_embed.width_rel.normal_()
+    for ours_scaled in (False, True):
+        ours = MHSA2d(256, heads=4, feat_size=(6, 5), scale_pos_embed=ours_scaled).eval()
+        load_timm_bottleneck_attn(ours, theirs)
+        x = torch.randn(2, 256, 6, 5)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(UserError, match="does not fit an attention layer of 4 heads x 8 channels"):
+        timm_attention(theirs.qkv.weight, theirs.pos_embed.height_rel, theirs.pos_embed.width_rel, 4, 8, False)
+
+
 def test_torchvision_resnet_converts_exactly(tmp_path):
     theirs = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1], num_classes=10)
     _randomise_norms(theirs)
@@ -47,7 +64,7 @@ def test_torchvision_resnet_converts_exactly(tmp_path):
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():
         torch.testing.assert_close(p.model(x), theirs.eval()(x), atol=1e-4, rtol=1e-4)
-    assert p.class_names == [str(i) for i in range(10)] and p.metadata["converted_from"]["source"] == "auto"
+    assert p.class_names == [str(i) for i in range(10)] and p.metadata["converted_from"]["layout"] == "auto"
 
 
 def test_timm_resnet_into_botnet_leaves_only_attention_at_init(tmp_path):
@@ -62,36 +79,32 @@ def test_timm_resnet_into_botnet_leaves_only_attention_at_init(tmp_path):
     assert torch.equal(p.model.layer1[0].conv1.weight, theirs.layer1[0].conv1.weight)
 
 
-def test_timm_botnet26t_blocks_compute_the_same(tmp_path):
-    theirs = timm.create_model("botnet26t_256", pretrained=False).eval()
+def test_cli_convert_timm_botnet_fills_every_tensor(tmp_path, capsys):
+    theirs = timm.create_model("botnet26t_256", pretrained=False, width_factor=0.25).eval()
     _randomise_norms(theirs)
-    with torch.no_grad():
-        for name, p in theirs.named_parameters():
-            if "pos_embed" in name:
-                p.normal_(std=0.5)
     src, out = tmp_path / "bot26t.pth", tmp_path / "ours.safetensors"
     torch.save(theirs.state_dict(), src)
-    report = convert_weights(src, out, "botnet50", layers=(2, 2, 2, 2), bot_layers=(0, 0, 1, 2),
-                             bot_shortcut_act=False, img_size=256)
-    # the stems differ (timm: three 3x3 convs, ours: the paper's 7x7): everything else maps
-    assert all(k.startswith("stem.") for k in report.skipped)
-    assert all(k.startswith(("conv1.", "bn1.")) for k in report.missing)
+    assert main(["convert", str(src), "--from", "timm", "--model", "botnet26t_256", "--strict", "--out", str(out),
+                 "--option", "widths=[16,32,64,128]", "--option", "stem_width=16"]) == 0
+    assert "left 0 at init" in capsys.readouterr().out
     ours = load(out).model
-    x = torch.randn(1, 64, 64, 64)  # a stem output at 256 x 256 input
+    x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
-        want = theirs.stages(x)
-        got = x
-        for stage in ours.stages:
-            got = stage(got)
-        # sharp attention (large tables) amplifies fp32 rounding: compare relative to the scale
-        assert (got - want).abs().max() <= 1e-4 * want.abs().max()
-        logits, want_logits = ours.forward_head(got), theirs.forward_head(want)
-        assert (logits - want_logits).abs().max() <= 1e-4 * want_logits.abs().max()
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)
+    # the same weights into a model of another architecture: refused field by field, nothing written
+    other = tmp_path / "other.safetensors"
+    assert main(["convert", str(src), "--model", "botnet50ts_256", "--out", str(other),
+                 "--option", "widths=[16,32,64,128]", "--option", "stem_width=16"]) == 2
+    err = capsys.readouterr().err
+    assert "layers: weights (2, 2, 2, 2), model (3, 4, 6, 3)" in err and not other.exists()
 
 
 def test_unknown_layout_is_refused():
-    with pytest.raises(UserError, match="neither a torchvision / timm ResNet"):
-        map_state_dict({"encoder.weight": torch.zeros(1)})
+    from botnet.pretrained import Fetched, load_fetched
+    from botnet.models import create_model
+
+    with pytest.raises(UserError, match="no tensor fits this model"):
+        load_fetched(create_model("resnet_tiny"), Fetched({"encoder.weight": torch.zeros(1)}, "junk.pth"))
 
 
 def test_cli_convert(tmp_path, capsys):
@@ -108,7 +121,7 @@ def test_cli_convert(tmp_path, capsys):
     out2 = tmp_path / "strict.safetensors"
     assert main(["convert", str(src), "--model", "botnet50", "--option", "layers=[1,1,1,1]", "--strict",
                  "--out", str(out2)]) == 2
-    assert "not in the checkpoint (--strict)" in capsys.readouterr().err and not out2.exists()
+    assert "not in the weights (--strict)" in capsys.readouterr().err and not out2.exists()
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00" * 64)
     assert main(["convert", str(garbage), "--model", "resnet50", "--out", str(out2)]) == 2

@@ -1,4 +1,4 @@
-"""``botnet convert``: a torchvision / timm checkpoint to our safetensors weights format."""
+"""``botnet convert``: torchvision / timm weights (a file or a named source) to our safetensors format."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,18 +23,19 @@ def _option(text: str) -> tuple[str, object]:
 
 def register(cli) -> None:
     p = cli.command("convert", "convert torchvision / timm weights to botnet safetensors")
-    p.add_argument("src", metavar="CHECKPOINT", help="a .pth / .pt / .safetensors state dict")
+    p.add_argument("src", metavar="WEIGHTS", help="a .pth / .pt / .safetensors state dict, or a source: "
+                   "timm:botnet26t_256.c1_in1k, torchvision:ResNet50_Weights.IMAGENET1K_V2 (see docs/pretrained.md)")
     p.add_argument("--model", required=True, metavar="NAME", help="registered model to fill (botnet models lists them)")
     p.add_argument("--out", required=True, metavar="FILE", help="safetensors file to write")
     p.add_argument("--from", dest="source", choices=SOURCES, default="auto",
-                   help="checkpoint layout: resnet (torchvision / timm ResNets), timm-byobnet (timm botnet26t...), "
-                        "or auto (default)")
+                   help="layout: timm (timm's ResNets and BoTNets), torchvision (torchvision's ResNets, our files) "
+                        "or auto (default: recognised from the keys)")
     p.add_argument("--num-classes", type=int, metavar="N", help="classifier size (default: the checkpoint's)")
     p.add_argument("--classes", metavar="FILE", help="text file of class names, one per line "
                    "(default: the ImageNet names for 1000 classes)")
     p.add_argument("--img-size", type=image_side, nargs="+", metavar="S", help="input size H [W] (sizes the attention tables)")
     p.add_argument("--option", action="append", default=[], type=_option, metavar="KEY=VALUE",
-                   help="model config field, repeatable (e.g. bot_shortcut_act=false for timm byobnets)")
+                   help="model config field, repeatable (e.g. layers=[2,2,2,2])")
     p.add_argument("--scale-pos-embed", action="store_true",
                    help="timm BottleneckAttn was built with scale_pos_embed=True (tables copied unscaled)")
     p.add_argument("--strict", action="store_true", help="fail unless every tensor of the model is in the checkpoint")

@@ -1,4 +1,4 @@
-"""``botnet models``: the registered model names."""
+"""``botnet models``: the registered model names (and what ``--weights imagenet`` loads into each)."""
 from __future__ import annotations
 
 from botnet.models import get_model_config, list_models
@@ -11,7 +11,12 @@ def register(cli) -> None:
 
 
 def run(args) -> int:
+    from botnet.pretrained import imagenet_source_for
+
     for name in list_models(args.pattern):
         cfg = get_model_config(name)
-        print(f"{name:18s} {cfg.input_size[0]}x{cfg.input_size[1]:<5d} {cfg.description}")
+        source = imagenet_source_for(name, cfg)
+        size = f"{cfg.input_size[0]}x{cfg.input_size[1]}"
+        line = f"{name:20s} {size:10s} {cfg.description}"
+        print(line + (f"  [imagenet = {source}]" if source else ""))
     return 0

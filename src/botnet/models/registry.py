@@ -39,6 +39,7 @@ def create_model(
     in_chans: int = 3,
     norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     img_size: int | tuple[int, int] | None = None,
+    pretrained: str | None = None,
     **overrides: Any,
 ) -> BoTNet:
     """Build a registered model.
@@ -47,12 +48,21 @@ def create_model(
     field of :class:`ModelConfig` can be overridden by keyword (``drop_path_rate=0.1``,
     ``act="silu"``, ``pos_enc="absolute"``...). ``norm_layer`` takes e.g.
     ``torchvision.ops.FrozenBatchNorm2d`` for detection.
+
+    ``pretrained``: weights to start from (:mod:`botnet.pretrained`): ``"imagenet"``,
+    ``"torchvision:ResNet50_Weights.IMAGENET1K_V2"``, ``"timm:botnet26t_256.c1_in1k"`` or a local
+    file; what was loaded, skipped and left at init is in ``model.load_report``.
     """
     cfg = get_model_config(name)
     if img_size is not None:
         overrides["input_size"] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     cfg = cfg.replace(**overrides)
-    return BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
+    model = BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
+    if pretrained:
+        from botnet.pretrained import load_pretrained
+
+        model.load_report = load_pretrained(model, pretrained)
+    return model
 
 
 for _name, _cfg in PRESETS.items():

@@ -1,0 +1,200 @@
+"""Pretrained weights by name: ``create_model(name, pretrained=SOURCE)``, ``--weights SOURCE`` and
+``--backbone-weights SOURCE`` (docs/pretrained.md lists every source and what it fills).
+
+A SOURCE is one of
+
+- ``torchvision:ResNet50_Weights.IMAGENET1K_V2`` (any torchvision weights enum): fetched by
+  torchvision's weights API into the torch hub cache (``$TORCH_HOME/hub/checkpoints``);
+- ``timm:botnet26t_256.c1_in1k`` (timm's BoTNets and ResNets, with or without the tag): resolved by
+  timm's pretrained configs, fetched by timm / huggingface_hub into the Hugging Face cache
+  (``$HF_HOME/hub``; timm's older URL-only weights: the torch hub cache);
+- ``imagenet``: the same-depth torchvision ResNet's current best weights (``DEFAULT``; the paper's
+  ImageNet initialisation, arXiv 2101.11605, the COCO experiments), or timm's ImageNet weights for
+  timm's rows;
+- a local ``.pth`` / ``.pt`` / ``.safetensors`` file in our, timm's or torchvision's layout.
+
+Every source is converted on the fly (:mod:`botnet.convert`) and checked against the model
+(:func:`botnet.weights.load_mapped_state`). How files are fetched and cached, and what happens
+offline: :mod:`botnet.hub`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from botnet.errors import UserError
+from botnet.hub import from_hf_cache, from_torch_hub
+from botnet.weights import LoadReport, load_mapped_state, load_state_dict, read_metadata
+
+PREFIXES = ("torchvision", "timm")
+#: ``imagenet`` for timm's rows: timm's ImageNet-1k weights
+TIMM_IMAGENET = {
+    "botnet26t_256": "timm:botnet26t_256.c1_in1k",
+    "sebotnet33ts_256": "timm:sebotnet33ts_256.a1h_in1k",
+    "eca_botnext26ts_256": "timm:eca_botnext26ts_256.c1_in1k",
+}
+#: ``imagenet`` for the paper's depths: torchvision's weights enum of the same-depth ResNet
+TORCHVISION_DEPTHS = {(3, 4, 6, 3): "ResNet50_Weights", (3, 4, 23, 3): "ResNet101_Weights",
+                      (3, 8, 36, 3): "ResNet152_Weights"}
+
+
+@dataclass
+class Fetched:
+    """A state dict as its publisher wrote it, and where it came from."""
+
+    state: dict[str, torch.Tensor]
+    #: the source and the file read, for reports and errors
+    origin: str
+    #: "timm", "torchvision" or "auto" (recognised from the keys)
+    layout: str = "auto"
+    #: our registered model the weights were made for, when known
+    arch: str = ""
+
+
+def torchvision_weight_names() -> list[str]:
+    """Every torchvision classification weights name (``ResNet50_Weights.IMAGENET1K_V2``...)."""
+    import torchvision
+
+    names = []
+    for model in torchvision.models.list_models(module=torchvision.models):
+        for w in torchvision.models.get_model_weights(model):
+            names.append(f"{type(w).__name__}.{w.name}")
+    return names
+
+
+def _close(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    return f"; close matches: {', '.join(close)}" if close else ""
+
+
+def _fetch_torchvision(name: str, text: str) -> Fetched:
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_weight(name)
+    except (ValueError, KeyError, AttributeError):
+        raise UserError(f"{text}: unknown torchvision weights {name!r}{_close(name, torchvision_weight_names())} "
+                        "(torchvision's ResNets: ResNet50_Weights, ResNet101_Weights, ResNet152_Weights)") from None
+    state, file = from_torch_hub(text, weights.url, lambda: weights.get_state_dict(
+        progress=False, weights_only=True, map_location="cpu", check_hash=False))
+    enum = type(weights).__name__
+    arch = {v: f"resnet{v[6:-8]}" for v in TORCHVISION_DEPTHS.values()}.get(enum, "")
+    return Fetched(state, f"{text} ({file})", "torchvision", arch)
+
+
+# -- timm ---------------------------------------------------------------------------------------------
+
+
+def _timm_cfg(name: str, text: str):
+    try:
+        import timm
+        from timm.models import get_pretrained_cfg
+    except ImportError:
+        raise UserError(f"{text}: timm sources need the timm package (pip install timm)") from None
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError as e:
+        cfg, reason = None, str(e)
+    else:
+        reason = "no such model in timm"
+    if cfg is None:
+        raise UserError(f"{text}: unknown timm weights ({reason}){_close(name, timm.list_pretrained())}")
+    return cfg
+
+
+def _fetch_timm(name: str, text: str) -> Fetched:
+    from botnet.models import list_models
+
+    cfg = _timm_cfg(name, text)
+    full = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+    arch = cfg.architecture if cfg.architecture in list_models() else ""
+    if cfg.hf_hub_id:
+        state, file = from_hf_cache(text, cfg.hf_hub_id)
+    elif cfg.url:
+        from torch.hub import load_state_dict_from_url
+
+        state, file = from_torch_hub(text, cfg.url, lambda: load_state_dict_from_url(
+            cfg.url, progress=False, weights_only=True, map_location="cpu"))
+    else:
+        raise UserError(f"{text}: timm publishes no weights for {full}")
+    return Fetched(state, f"{text} ({file})", "timm", arch)
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+
+def imagenet_source_for(name: str, cfg) -> str | None:
+    """What ``imagenet`` means for a model (None: nothing): timm's weights for timm's rows, else
+    the same-depth torchvision ResNet's ``DEFAULT`` (current best) weights."""
+    if name in TIMM_IMAGENET:
+        return TIMM_IMAGENET[name]
+    enum = TORCHVISION_DEPTHS.get(tuple(cfg.layers)) if cfg is not None and cfg.stem == "7x7" else None
+    if enum is None:
+        return None
+    import torchvision
+
+    return f"torchvision:{enum}.{torchvision.models.get_weight(f'{enum}.DEFAULT').name}"
+
+
+def imagenet_source(model: nn.Module) -> str:
+    """:func:`imagenet_source_for` a model, or a :class:`UserError` saying what exists."""
+    name = getattr(model, "name", "")
+    source = imagenet_source_for(name, getattr(model, "cfg", None))
+    if source is None:
+        raise UserError(f"'imagenet' has no weights for {name or 'this model'}: it names the same-depth torchvision "
+                        "ResNet's (layers (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3): resnet / botnet 50, 101, 152) "
+                        f"or timm's for {', '.join(TIMM_IMAGENET)}; name a source (torchvision:..., timm:..., a file)")
+    return source
+
+
+def fetch(source: str | os.PathLike, model: nn.Module | None = None, what: str = "weights") -> Fetched:
+    """The state dict a SOURCE names (see the module docstring), read from the cache or fetched."""
+    text = str(source).strip()
+    if text == "imagenet":
+        if model is None:
+            raise UserError("'imagenet' names a model's ImageNet weights: give the model too")
+        text = imagenet_source(model)
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix == "torchvision":
+        return _fetch_torchvision(rest, text)
+    if sep and prefix == "timm":
+        return _fetch_timm(rest, text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+        return Fetched(load_state_dict(path), str(path), "auto", str(meta.get("model") or ""))
+    if sep and len(prefix) > 1 and "/" not in prefix and "\\" not in prefix:
+        raise UserError(f"{text}: unknown weights source {prefix + ':'!r}; a source is torchvision:ENUM.NAME, "
+                        "timm:NAME, imagenet or a .pth / .pt / .safetensors file")
+    raise UserError(f"{text}: {what} file not found (a {what} source is a .pth / .pt / .safetensors file, "
+                    "torchvision:ENUM.NAME, timm:NAME or imagenet)")
+
+
+def load_fetched(model: nn.Module, fetched: Fetched, *, include_classifier: bool = True, strict: bool = False,
+                 layout: str | None = None, scale_pos_embed: bool = False) -> LoadReport:
+    """Convert ``fetched`` to ``model``'s names (``layout`` overrides the source's) and load it."""
+    from botnet.convert import to_our_names
+
+    layout = fetched.layout if layout in (None, "auto") else layout
+    mapped, unmapped = to_our_names(fetched.state, model, layout, scale_pos_embed)
+    name = getattr(model, "name", "")
+    hint = f"they are for our model {fetched.arch!r}" if fetched.arch and fetched.arch != name else ""
+    return load_mapped_state(model, mapped, unmapped, include_classifier=include_classifier, strict=strict,
+                             origin=fetched.origin, hint=hint)
+
+
+def load_pretrained(model: nn.Module, source: str | os.PathLike, *, include_classifier: bool = True,
+                    strict: bool = False, scale_pos_embed: bool = False, what: str = "weights") -> LoadReport:
+    """Fill ``model`` from a SOURCE and say what was loaded, skipped and left at init.
+
+    ``include_classifier=False`` leaves the classifier alone (detection backbones); a classifier
+    whose class count differs is re-initialised and reported. ``strict``: every tensor of the model
+    must come from the weights. ``scale_pos_embed``: a timm source built with that option."""
+    fetched = fetch(source, model, what)
+    return load_fetched(model, fetched, include_classifier=include_classifier, strict=strict,
+                        scale_pos_embed=scale_pos_embed)
