@@ -82,3 +82,15 @@ def test_ema_is_an_exponential_average():
     for got, want in zip(ema.module.state_dict().values(), expected):
         torch.testing.assert_close(got, want.to(got.dtype))
     assert not torch.allclose(ema.module[0].weight, model[0].weight.detach())
+
+
+def test_loading_processes_never_exceed_the_cpus(monkeypatch):
+    import os
+
+    from botnet.engine import loader
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [loader.usable_workers(n) for n in (0, 1, 2, 4, 16)] == [0, 1, 2, 2, 2]
+    dataset = torch.utils.data.TensorDataset(torch.zeros(8, 1))
+    assert loader.train_loader(dataset, 2, rank=0, world_size=1, seed=0, workers=4).num_workers == 2
+    assert loader.eval_loader(dataset, 2, workers=4).num_workers == 2

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from botnet.data.images import ImageLike, read_image
+from botnet.engine.progress import Progress
 from botnet.errors import UserError
 
 
@@ -41,10 +42,12 @@ def classify(model: nn.Module, images: Sequence[ImageLike], transform: Callable[
         raise UserError(f"topk must be at least 1, got {topk}")
     k = min(topk, len(class_names))
     results = []
+    progress = Progress("prediction", len(images))
     for start in range(0, len(images), batch_size):
         batch = torch.stack([transform(read_image(i)) for i in images[start:start + batch_size]]).to(device)
         probs = model(batch).float().softmax(dim=1)
         p, idx = probs.topk(k, dim=1)
         for row_p, row_i in zip(p.tolist(), idx.tolist()):
             results.append(Classification([class_names[i] for i in row_i], row_p, row_i))
+        progress.update(len(batch))
     return results

@@ -15,6 +15,7 @@ from botnet.data.images import ImageLike, read_image
 from botnet.detection.evaluator import detections_to_coco, to_float_image
 from botnet.detection.visualize import draw_detections, save_png
 from botnet.engine.evaluate import autocast
+from botnet.engine.progress import Progress
 from botnet.io import check_output_dir, write_json
 
 
@@ -75,6 +76,7 @@ def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], cla
                            "categories": [{"id": c, "name": n} for c, n in zip(cat_ids, class_names)]}
     written: list[Path] = []
     used: set[str] = set()
+    progress = Progress("prediction", len(images))
     try:
         for image_id, path in enumerate(images, start=1):
             pixels = read_image(path)
@@ -88,6 +90,7 @@ def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], cla
             for det in detections_to_coco(found.as_output(), image_id, label_to_cat):
                 det.update(id=len(doc["annotations"]) + 1, iscrowd=0, area=round(det["bbox"][2] * det["bbox"][3], 2))
                 doc["annotations"].append(det)
+            progress.update(1)
     except BaseException:
         for picture in written:  # no pictures without their detections.json
             picture.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from botnet.engine import distributed as du
 from botnet.engine.loader import eval_loader
+from botnet.engine.progress import Progress
 from botnet.engine.task import Evaluation, Task
 from botnet.errors import UserError
 
@@ -62,8 +63,15 @@ def evaluate(
         collate_fn=task.collate_fn(train=False),
         pin_memory=device.type == "cuda",
     )
+    progress = Progress("evaluation", len(dataset), enabled=du.rank() == 0)
+
+    def counted():
+        for batch in loader:
+            yield batch
+            progress.update(task.batch_size(batch) * du.world_size())
+
     try:
         with autocast(device, amp):
-            return task.evaluate(model, loader, device)
+            return task.evaluate(model, counted(), device)
     finally:
         model.train(was_training)

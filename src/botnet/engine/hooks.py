@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from botnet.engine.ema import ModelEma
+from botnet.engine.progress import duration
 
 if TYPE_CHECKING:
     from botnet.engine.trainer import Trainer
@@ -83,12 +84,6 @@ class EmaHook(Hook):
             self.ema.load_state_dict(state)
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
-
-
 class LogHook(Hook):
     """Mean losses, learning rate and throughput over a window of steps: one metrics.csv row every
     ``every_steps`` steps, and a console line (step / total, epoch, loss, lr, images/s, ETA, peak
@@ -132,7 +127,7 @@ class LogHook(Hook):
 
     def _line(self, trainer, result: StepResult, rate: float) -> str:
         per_step = self._session["seconds"] / max(self._session["steps"], 1)
-        eta = _duration(per_step * (trainer.total_steps - trainer.step))
+        eta = duration(per_step * (trainer.total_steps - trainer.step))
         mean_loss = self.window["sums"]["loss"] / max(self.window["steps"], 1)
         line = (f"step {trainer.step}/{trainer.total_steps} epoch {trainer.step / trainer.steps_per_epoch:.2f} "
                 f"loss {mean_loss:.4g} lr {result.lr:.4g} {rate:.1f} img/s eta {eta}")

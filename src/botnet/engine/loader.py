@@ -10,6 +10,7 @@ Evaluation: rank ``r`` reads items ``r, r + world, ...``; no padding, so no imag
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator
 
 import torch
@@ -76,6 +77,14 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def usable_workers(requested: int) -> int:
+    """``requested`` loading processes, at most as many as the CPUs this process may run on (more
+    only compete for the same cores, and torch warns on every run). Augmentations are seeded per
+    sample, so the count changes no result."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(requested, available))
+
+
 def train_loader(dataset: Dataset, batch_size: int, *, rank: int, world_size: int, seed: int, workers: int,
                  collate_fn=None, pin_memory: bool = False) -> DataLoader:
     sampler = ResumableSampler(dataset, rank, world_size, seed)
@@ -83,7 +92,7 @@ def train_loader(dataset: Dataset, batch_size: int, *, rank: int, world_size: in
         SeededSamples(dataset, seed),
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=usable_workers(workers),
         collate_fn=collate_fn,
         pin_memory=pin_memory,
         drop_last=True,
@@ -98,7 +107,7 @@ def eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world_size:
         dataset,
         batch_size=batch_size,
         sampler=ShardSampler(dataset, rank, world_size),
-        num_workers=workers,
+        num_workers=usable_workers(workers),
         collate_fn=collate_fn,
         pin_memory=pin_memory,
         drop_last=False,
