@@ -56,7 +56,7 @@ def freeze_stages(body: nn.Module, freeze_at: int) -> None:
     """Stop gradients to the stem (freeze_at >= 1) and the first ``freeze_at - 1`` stages."""
     if freeze_at <= 0:
         return
-    parts = [[body.conv1, body.bn1]] + [[s] for s in body.stages]
+    parts = [body.stem_modules] + [[s] for s in body.stages]
     for group in parts[:freeze_at]:
         for module in group:
             for p in module.parameters():
@@ -68,23 +68,18 @@ def build_backbone(name: str = "botnet50", norm: str = "bn", canvas: int = 1024,
                    fpn_channels: int = 256, **overrides) -> BackboneWithFPN:
     """A registered backbone (``botnet.list_models()``) wrapped with an FPN.
 
-    ``backbone_weights``: a local ResNet checkpoint (torchvision / timm layout) for every layer
-    but the attention ones, which start random as in the paper.
+    ``backbone_weights``: a weights source (:mod:`botnet.pretrained`: ``imagenet``, ``torchvision:...``,
+    ``timm:...`` or a file); from a ResNet every layer but the attention ones, which start random
+    as in the paper; from timm's BoTNets every layer.
     """
     from botnet.models import create_model
 
     body = create_model(name, num_classes=0, norm_layer=_norm_layer(norm), img_size=canvas, **overrides)
     body.load_report = None
     if backbone_weights is not None:
-        from botnet.weights import load_backbone_weights
+        from botnet.pretrained import load_pretrained
 
-        if not os.path.isfile(backbone_weights):
-            raise UserError(f"{backbone_weights}: backbone weights file not found")
-        report = load_backbone_weights(body, backbone_weights, include_classifier=False)
-        if not report.loaded:
-            raise UserError(f"{backbone_weights}: no tensor fits the {name} backbone (is it a ResNet of the "
-                            f"same depth, in torchvision or timm layout?)")
-        body.load_report = report
+        body.load_report = load_pretrained(body, backbone_weights, include_classifier=False, what="backbone weights")
     freeze_stages(body, freeze_at)
     return BackboneWithFPN(body, fpn_channels)
 
