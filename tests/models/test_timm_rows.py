@@ -93,3 +93,17 @@ def test_rows_hold_timm_structure():
     b50 = botnet.create_model("botnet50ts_256")
     assert [[i for i, b in enumerate(s) if isinstance(b, BoTBlock)] for s in b50.stages] == [[], [3], [1, 3, 5], [1]]
     assert isinstance(b50.layer1[0].act3, torch.nn.SiLU)
+
+
+@pytest.mark.parametrize("impl", ["fold", "bias"])
+def test_every_attention_path_computes_timms_function(impl):
+    # the fused paths (CUDA's defaults) with the unscaled position term and padded q / k heads
+    from botnet.profile import attention_impl
+
+    theirs = timm.create_model("eca_botnext26ts_256", pretrained=False).eval()
+    randomise(theirs)
+    ours = botnet.create_model("eca_botnext26ts_256").eval()
+    load_fetched(ours, Fetched(theirs.state_dict(), "timm", "timm"), strict=True)
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad(), attention_impl(ours, impl):
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=0)
