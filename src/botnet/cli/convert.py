@@ -37,7 +37,8 @@ def register(cli) -> None:
     p.add_argument("--option", action="append", default=[], type=_option, metavar="KEY=VALUE",
                    help="model config field, repeatable (e.g. layers=[2,2,2,2])")
     p.add_argument("--scale-pos-embed", action="store_true",
-                   help="timm BottleneckAttn was built with scale_pos_embed=True (tables copied unscaled)")
+                   help="the timm model's BottleneckAttn was built with scale_pos_embed=True (not timm's "
+                        "default); its tables are rescaled for it")
     p.add_argument("--strict", action="store_true", help="fail unless every tensor of the model is in the checkpoint")
     p.set_defaults(func=run)
 
