@@ -22,6 +22,7 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from botnet.data.det_transforms import keep_every_side
+from botnet.detection.precision import float32_head_outputs
 from botnet.detection.roi_align import ROI_ALIGN_IMPLS, GatherMultiScaleRoIAlign
 from botnet.errors import UserError
 
@@ -159,7 +160,7 @@ def build_maskrcnn(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.num_classes = num_classes
     model.transform = keep_every_side(model.transform)  # a 4000 x 20 image keeps a pixel per side
-    return model
+    return float32_head_outputs(model)  # box coding and losses in float32 under autocast
 
 
 def build_fasterrcnn(backbone: str = "botnet50", num_classes: int = 80, **kwargs) -> nn.Module:
