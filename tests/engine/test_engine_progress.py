@@ -26,3 +26,15 @@ def test_evaluation_reports_progress_on_a_slow_set(capsys, monkeypatch):
     evaluate(task, model, val, batch_size=4, device=torch.device("cpu"))
     err = capsys.readouterr().err
     assert f"/{len(val)} images" in err
+
+
+def test_training_log_says_the_expected_time_early_and_then_step_lines(tmp_path, capsys):
+    from botnet.engine import train
+    from tests.engine.toy_task import toy_config
+
+    train(ToyTask(), toy_config(**{"log.every_steps": 6}), tmp_path)  # 24 steps, no terminal
+    err = capsys.readouterr().err
+    assert "s per step over the first 5 steps: the remaining 19 steps take about" in err
+    steps = [line for line in err.splitlines() if line.startswith("step ") and "/24 " in line]
+    assert [s.split()[1] for s in steps] == ["6/24", "12/24", "18/24", "24/24"]
+    assert all(" loss " in s and " lr " in s and " img/s eta " in s for s in steps)

@@ -91,6 +91,8 @@ class LogHook(Hook):
     long (the progress bar only shows on a terminal)."""
 
     state_key = "window"
+    #: steps timed before the first estimate of the run's duration
+    ESTIMATE_AFTER = 5
 
     def __init__(self, every_steps: int, every_seconds: float = 30.0):
         self.every_steps, self.every_seconds = every_steps, every_seconds
@@ -115,6 +117,12 @@ class LogHook(Hook):
         rate = w["images"] / max(w["seconds"], 1e-9)
         trainer.log.step(1, loss=result.losses["loss"], img_s=rate)
         now = time.monotonic()
+        if self._session["steps"] == self.ESTIMATE_AFTER and trainer.step < trainer.total_steps:
+            # early, so that a user knows what the run will take before waiting for it
+            per_step = self._session["seconds"] / self._session["steps"]
+            trainer.log.message(f"{per_step:.2f} s per step over the first {self.ESTIMATE_AFTER} steps: the remaining "
+                                f"{trainer.total_steps - trainer.step} steps take about "
+                                f"{duration(per_step * (trainer.total_steps - trainer.step))} (evaluations not included)")
         if now - self._last_line >= self.every_seconds or trainer.step % self.every_steps == 0:
             self._last_line = now
             trainer.log.message(self._line(trainer, result, rate))
