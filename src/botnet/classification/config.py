@@ -21,8 +21,9 @@ class ClsModelConfig(Checked):
     drop_path_rate: float = 0.0
     #: any other field of the model's config, e.g. {act: silu, se_ratio: 0.0625}
     options: dict[str, Any] = field(default_factory=dict)
-    #: weights to start from: a ResNet checkpoint (torchvision / timm layout) or our safetensors;
-    #: matching layers are filled, the attention stays random (the paper's ImageNet start)
+    #: weights to start from (``--weights``): a source of botnet.pretrained (``imagenet``,
+    #: ``torchvision:ENUM``, ``timm:NAME``, a local file in any layout); a ResNet fills the matching
+    #: layers and the attention stays random (the paper's ImageNet start)
     init_weights: str | None = None
 
 

@@ -32,7 +32,8 @@ class DetModelConfig(Checked):
     masks: bool = True
     #: bn (trainable) | frozen (FrozenBatchNorm2d) | syncbn (synchronized under torch.distributed)
     norm: str = "syncbn"
-    #: a local ResNet checkpoint (torchvision / timm layout) for the non-attention layers
+    #: backbone start (``--backbone-weights``): a source of botnet.pretrained (``imagenet`` is the
+    #: paper's setting, ``timm:NAME``, a local file); a ResNet leaves the attention random
     backbone_weights: str | None = None
     #: 0: train everything; 1: freeze the stem; k: the stem and the first k-1 stages
     freeze_at: int = 0
