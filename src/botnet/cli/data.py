@@ -1,11 +1,11 @@
-"""``botnet data shapes``: generate the synthetic COCO-format detection dataset."""
+"""``botnet data shapes`` (the synthetic COCO-format dataset) and ``botnet data stats`` (boxes and anchors of a COCO file)."""
 from __future__ import annotations
 
 import argparse
 
 
 def register(cli) -> None:
-    p = cli.command("data", "generate datasets")
+    p = cli.command("data", "generate a dataset, or describe the boxes of one")
     sub = p.add_subparsers(dest="dataset", metavar="DATASET")
     sub.required = True
     s = sub.add_parser("shapes", help="coloured shapes on textured backgrounds, COCO instances format",
@@ -17,6 +17,14 @@ def register(cli) -> None:
     s.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_shapes)
+    t = sub.add_parser("stats", help="boxes, sizes at the canvas, classes and anchor coverage of a COCO file",
+                       description="Box counts, box sizes at the training canvas, class balance, and how many boxes "
+                                   "the anchors cover (IoU >= 0.7 with a centred anchor), with what --anchors auto "
+                                   "would choose; --out also draws the size histogram.")
+    t.add_argument("--ann", required=True, help="COCO instances JSON")
+    t.add_argument("--canvas", type=int, default=1024, help="training canvas (default 1024)")
+    t.add_argument("--out", help="folder for box_sizes.png")
+    t.set_defaults(func=_stats)
 
 
 def _shapes(args: argparse.Namespace) -> int:
@@ -31,4 +39,24 @@ def _shapes(args: argparse.Namespace) -> int:
     for key in ("train", "val"):
         if f"{key}_ann" in paths:
             print(f"{key}: {paths[f'{key}_images']}  {paths[f'{key}_ann']}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from botnet.detection.anchors import box_stats, describe, plot_stats
+    from botnet.detection.config import DetModelConfig
+    from botnet.errors import UserError
+
+    if args.canvas < 32:
+        raise UserError(f"--canvas {args.canvas}: must be at least 32")
+    stats = box_stats(args.ann, args.canvas)
+    m = DetModelConfig()
+    for line in describe(stats, m.anchor_sizes, m.anchor_scales, m.aspect_ratios):
+        print(line)
+    if args.out:
+        path = Path(args.out) / "box_sizes.png"
+        plot_stats(stats, m.anchor_sizes, path)
+        print(f"histogram: {path}")
     return 0

@@ -1,0 +1,69 @@
+"""Anchor statistics and the --anchors auto rule."""
+import json
+
+import numpy as np
+import pytest
+
+from botnet.cli import main
+from botnet.detection.anchors import BoxStats, anchor_shapes, auto_anchors, box_stats, coverage, fit_anchors
+
+
+def test_coverage_is_the_best_centred_iou():
+    anchors = anchor_shapes([32], [1.0], [1.0])
+    assert anchors.tolist() == [[32.0, 32.0]]
+    wh = np.array([[32.0, 32.0], [16.0, 16.0], [30.0, 30.0]])  # IoU 1, 0.25, 0.879
+    assert coverage(wh, anchors) == pytest.approx(2 / 3)
+    # torchvision's shapes: h / w = ratio at the anchor's area
+    w, h = anchor_shapes([32], [1.0], [2.0])[0]
+    assert h / w == pytest.approx(2.0) and w * h == pytest.approx(32 * 32)
+
+
+def test_auto_rule_fits_small_objects_the_paper_anchors_miss():
+    rng = np.random.default_rng(0)
+    sizes = rng.uniform(15, 60, 500)  # aerial-tile objects on a 400 canvas
+    aspect = np.exp(rng.normal(0, 0.3, 500))
+    wh = np.stack([sizes / np.sqrt(aspect), sizes * np.sqrt(aspect)], 1)
+    stats = BoxStats(wh, np.full(25, 20))
+    paper = coverage(wh, anchor_shapes([32, 64, 128, 256, 512], [1.0], [0.5, 1.0, 2.0]))
+    fit = auto_anchors(stats)
+    sizes_fit = fit["anchor_sizes"]
+    assert sizes_fit[0] == round(np.percentile(stats.sizes, 5)) and sizes_fit == [sizes_fit[0] * 2**k for k in range(5)]
+    fitted = coverage(wh, anchor_shapes(sizes_fit, fit["anchor_scales"], fit["aspect_ratios"]))
+    assert paper < 0.5 and fitted > 0.9
+
+
+def _coco(tmp_path, boxes, size=(400, 200)):
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": size[0], "height": size[1]}],
+           "categories": [{"id": 1, "name": "car"}],
+           "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+                           for i, b in enumerate(boxes)]}
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_box_sizes_are_measured_at_the_canvas(tmp_path):
+    ann = _coco(tmp_path, [[0, 0, 20, 10], [50, 50, 40, 40]])
+    stats = box_stats(ann, canvas=800)  # longer side 400 -> 800: every box twice as large
+    assert stats.wh.tolist() == [[40.0, 20.0], [80.0, 80.0]]
+    assert stats.class_counts == {"car": 2} and stats.boxes_per_image.tolist() == [2]
+
+
+def test_fit_anchors_changes_the_config_and_says_what_it_gained(tmp_path):
+    from botnet.detection.config import DetDataConfig, DetectionConfig
+
+    ann = _coco(tmp_path, [[10 * i, 5 * i, 12 + i % 5, 10 + i % 7] for i in range(1, 30)])
+    cfg = DetectionConfig(data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), canvas=400))
+    said = []
+    fitted = fit_anchors(cfg, say=said.append)
+    assert fitted.model.anchor_sizes != cfg.model.anchor_sizes and fitted.model.anchor_sizes[0] < 32
+    assert "->" in said[0] and "IoU >= 0.7" in said[0]
+
+
+def test_data_stats_command(tmp_path, capsys):
+    ann = _coco(tmp_path, [[0, 0, 20, 10], [50, 50, 40, 40]])
+    assert main(["data", "stats", "--ann", str(ann), "--canvas", "400", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "boxes: 2" in out and "--anchors auto would use" in out
+    assert (tmp_path / "o" / "box_sizes.png").stat().st_size > 1000
+    assert main(["data", "stats", "--ann", str(tmp_path / "missing.json")]) == 2
