@@ -21,9 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from botnet.layers.chunked_attention import chunked_relative_attention
+from botnet.layers.flex_attention import (
+    flex_available,
+    flex_relative_attention,
+    flex_relative_attention_cpu,
+    position_products,
+)
 from botnet.layers.pos_embed import (
     expand_rel_table,
     key_position_onehots,
+    rel_table_for_length,
     relative_bias_2d,
     relative_logits_2d,
     resize_abs_table,
@@ -36,8 +43,68 @@ POS_ENCODINGS = ("relative", "absolute", None)
 #: "fold" appends per-query position logits to q and one-hot key positions to k, one fused
 #: ``F.scaled_dot_product_attention`` call (no N x N bias; head dim d + H + W);
 #: "bias" builds the (B, heads, N, N) additive bias and passes it as ``attn_mask``;
+#: "flex" runs PyTorch's FlexAttention with the position logits added by a ``score_mod``
+#: (``flex_attention``; no N x N tensor, head dim d; compiled once per shape family);
 #: "auto" picks per call (see ``MHSA2d._pick_impl``; the figures are in BENCHMARKS.md).
-ATTN_IMPLS = ("auto", "chunked", "fold", "bias")
+ATTN_IMPLS = ("auto", "chunked", "fold", "bias", "flex")
+
+#: CUDA: the largest head dim of the flash kernels. Past it SDPA falls back to a kernel that holds
+#: the N x N scores, so the fold (head dim d + H + W) is only picked within it.
+FLASH_MAX_HEAD_DIM = 256
+#: CUDA: the fold's matmuls cost (d + H + W) / d times plain attention's, flex's about plain's plus
+#: the score_mod's two reads per score; the fold is picked while it widens d by at most this factor
+#: (small maps, e.g. 16 x 16 at d = 128, where it also needs no compilation), flex past it.
+FOLD_MAX_WIDENING = 1.25
+
+
+def cuda_attn_impl(dim_head: int, height: int, width: int, flex_ok: bool = True) -> str:
+    """The CUDA choice of "auto", from sizes known when the graph is traced (never N x N):
+    the fold while ``d + H + W <= min(FLASH_MAX_HEAD_DIM, FOLD_MAX_WIDENING * d)``; else flex
+    (``flex_ok``: Triton is there to compile it); else the fold if it fits the flash kernels; else
+    the chunked path (blocks of queries, any device)."""
+    widened = dim_head + height + width
+    if widened <= min(FLASH_MAX_HEAD_DIM, FOLD_MAX_WIDENING * dim_head):
+        return "fold"
+    if flex_ok:
+        return "flex"
+    return "fold" if widened <= FLASH_MAX_HEAD_DIM else "chunked"
+
+
+def _cpu_has_amx() -> bool:
+    caps = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.10
+    if caps is not None:
+        found = caps()
+        return bool(found.get("amx_bf16") or found.get("amx_tile"))
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+#: whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids); read once, at import
+CPU_HAS_AMX = _cpu_has_amx()
+#: CPU choice of "auto": (AMX, bf16, training) -> path, from measured tables (BENCHMARKS.md,
+#: "FlexAttention path and the CPU rule"). Without AMX (AMD EPYC, AVX2) the chunked path is the
+#: fastest in every cell. On a Xeon with AMX (2 cores, ``attention_layer.py --quick``, ms, ours /
+#: fold / plain SDPA): training fp32 382 / 391 / 304, bf16 243 / 227 / 179; inference fp32
+#: 155 / 171 / 116, bf16 71 / 62 / 43. Training takes the faster of the two there; in inference
+#: both are past 1.3x plain SDPA, so it takes flex (the fused kernel with the position term inside,
+#: as plain SDPA's); without a usable flex kernel the faster measured path.
+CPU_RULE = {
+    (False, False, True): "chunked", (False, True, True): "chunked",
+    (False, False, False): "chunked", (False, True, False): "chunked",
+    (True, False, True): "chunked", (True, True, True): "fold",
+    (True, False, False): "flex", (True, True, False): "flex",
+}
+CPU_RULE_NO_FLEX = {(True, False, False): "chunked", (True, True, False): "fold"}
+
+
+def cpu_attn_impl(has_amx: bool, bf16: bool, training: bool, flex_ok: bool = True) -> str:
+    """The CPU choice of "auto" (see ``CPU_RULE``)."""
+    key = (bool(has_amx), bool(bf16), bool(training))
+    impl = CPU_RULE[key]
+    return CPU_RULE_NO_FLEX.get(key, "chunked") if impl == "flex" and not flex_ok else impl
 
 
 def _pair(size) -> tuple[int, int]:
@@ -122,27 +189,36 @@ class MHSA2d(nn.Module):
         q, k, v = qkv.unflatten(-1, (3, self.heads, self.dim_head)).transpose(1, 3).unbind(2)
         return q, k, v
 
-    def _pick_impl(self, qkv: torch.Tensor) -> str:
+    def _pick_impl(self, qkv: torch.Tensor, size: tuple[int, int] | None = None) -> str:
         """The strategy of this call: "plain" without relative encoding, else one of ``ATTN_IMPLS``.
+        ``size``: the (H, W) of the map (CUDA's rule reads it; default ``feat_size``).
 
-        CPU: the chunked path, in training and inference (BENCHMARKS.md: faster than the fused
-        kernel at d + H + W, and than a bias that materialises N x N). Elsewhere (CUDA) the fused
-        kernels: with gradients the fold (a bias that requires grad loses the fused kernel),
-        without them a no-grad bias at head dim d. Depends on device and grad mode, never on sizes."""
+        CPU: by what the CPU has, dtype and grad mode (:func:`cpu_attn_impl`; the chunked path
+        without AMX). CUDA: flex, or the fold where its widened head dim fits the flash kernels
+        (:func:`cuda_attn_impl`, from d, H and W; never an N x N tensor). Elsewhere (MPS, meta):
+        the fused SDPA kernels, with gradients the fold (a bias that requires grad loses the fused
+        kernel), without them a no-grad bias at head dim d."""
         if self.pos_enc != "relative":
             return "plain"
         if self.attn_impl != "auto":
             return self.attn_impl
-        if qkv.device.type == "cpu":
-            return "chunked"
-        return "fold" if torch.is_grad_enabled() and qkv.requires_grad else "bias"
+        device = qkv.device.type
+        training = torch.is_grad_enabled() and qkv.requires_grad
+        if device == "cpu":
+            return cpu_attn_impl(CPU_HAS_AMX, qkv.dtype == torch.bfloat16, training, flex_available("cpu"))
+        if device == "cuda":
+            height, width = size if size is not None else self.feat_size
+            return cuda_attn_impl(self.dim_head, height, width, flex_available("cuda"))
+        return "fold" if training else "bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self._project(x)  # (B, N, 3 * heads * d)
         size = (x.shape[2], x.shape[3])
-        impl = self._pick_impl(qkv)
+        impl = self._pick_impl(qkv, size)
         if impl == "chunked":
             out = self._attend_chunked(qkv, size)
+        elif impl == "flex":
+            out = self._attend_flex(qkv, size)
         elif impl == "fold":
             out = self._attend_fold(qkv, size)
         elif impl == "bias":
@@ -155,12 +231,24 @@ class MHSA2d(nn.Module):
 
     # -- one function per strategy: (B, N, 3 * heads * d) projection -> (B, N, heads, d) ----------
 
-    def _attend_chunked(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def _attend_chunked(self, qkv: torch.Tensor, size: tuple[int, int], attend=chunked_relative_attention):
         height, width = size
         table_h = expand_rel_table(self.rel_h, height).to(qkv.dtype)  # (H, H, d)
         table_w = expand_rel_table(self.rel_w, width).to(qkv.dtype)  # (W, W, d)
         grid = qkv.view(qkv.shape[0], height, width, 3, self.heads, self.dim_head)
-        return chunked_relative_attention(grid, table_h, table_w, self.scale, self.pos_scale, self.feat_size)
+        return attend(grid, table_h, table_w, self.scale, self.pos_scale, self.feat_size)
+
+    def _attend_flex(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        # FlexAttention, the position term added per score by a score_mod (see flex_attention); the
+        # CPU has no flex backward, so there it takes the chunked path's inputs and backward
+        if qkv.device.type == "cpu":
+            return self._attend_chunked(qkv, size, attend=flex_relative_attention_cpu)
+        q, k, v = self._split_heads(qkv)
+        height, width = size
+        rows_h = rel_table_for_length(self.rel_h, height)  # (2H - 1, d)
+        rows_w = rel_table_for_length(self.rel_w, width)
+        pos_h, pos_w = position_products(q, rows_h, rows_w, self.pos_scale)
+        return flex_relative_attention(q, k, v, pos_h, pos_w, self.scale).transpose(1, 2)
 
     def _attend_fold(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         # [q | l_h | l_w] . [k | onehot_row | onehot_col] = q.k + l_h[c] + l_w[e]: one fused call

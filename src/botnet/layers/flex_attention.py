@@ -1,0 +1,190 @@
+"""Relative attention through PyTorch's FlexAttention: the "flex" path of :class:`~botnet.layers.MHSA2d`.
+
+The relative term of arXiv 2101.11605 (section 3, figure 4) enters the fused kernel as a
+``score_mod``. For query token q = (a, b) and key token k = (c, e) on an H x W map (token = row * W
++ col), with ``P_h = q . R_h^T`` (B, heads, N, 2H - 1) and ``P_w = q . R_w^T`` (B, heads, N, 2W - 1)
+the products of every query with every table row (times the layer's ``pos_scale``):
+
+    score(q, k) = scale * q.k + P_h[b, h, q, c - a + H - 1] + P_w[b, h, q, e - b + W - 1]
+
+the table row of offset ``key - query`` as in :func:`~botnet.layers.pos_embed.relative_index`. The
+kernel forms scores a tile at a time and reads the two small tensors per score, so no (N x N)
+tensor exists at any size, and the head dim stays d (the fold widens it to d + H + W). ``P_h`` and
+``P_w`` are matmul outputs taken as they are (no gather into per-key logits): inductor's CPU
+kernel mis-reads captured tensors that are still pending pointwise results inside a compiled model.
+
+Devices:
+
+- CUDA (and other devices with a FlexAttention backward): PyTorch's compiled kernels forward and
+  backward; the gradients of the captured ``P_h``, ``P_w`` flow to q and the tables by autograd.
+  Head dims under ``MIN_HEAD_DIM`` (small test models) are zero-padded to it.
+- CPU: PyTorch compiles FlexAttention's forward only (its CPU backward is not implemented), so the
+  forward is the fused kernel and the backward is the chunked path's (the same function: it
+  recomputes blocks of probabilities from q, k and the tables, at most
+  ``chunked_attention.SCORES_PER_BLOCK`` scores at a time). PyTorch's CPU kernel computes wrong
+  rows when the key count is 8 more than a multiple of 16 (measured with torch 2.14 on AVX2), so
+  on the CPU the keys are padded to a multiple of ``CPU_KEY_MULTIPLE`` and the padded keys score
+  -inf (no weight). The CPU kernel takes float32, bfloat16 and float16; float64 (tests) runs
+  FlexAttention's unfused reference maths instead, which holds the (N x N) scores.
+
+Eager calls go through one ``torch.compile`` of :func:`_attend` with static shapes, so each shape
+family (device, dtype, batch, heads, H, W, d) is compiled once, on first use; inside a compiled
+model the FlexAttention call is traced into the model's graph instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import flex_attention
+
+from botnet.layers.chunked_attention import _ChunkedRelativeAttention, plan_chunks
+
+#: on the CPU the key count is padded to a multiple of this (see the module docstring)
+CPU_KEY_MULTIPLE = 16
+#: dtypes PyTorch's CPU FlexAttention kernel compiles for
+CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+#: PyTorch's Triton FlexAttention kernels need a head dim of at least 16: smaller ones are
+#: zero-padded to it (q.k is unchanged; v's extra columns are dropped)
+MIN_HEAD_DIM = 16
+
+#: shape families compiled so far by eager calls: (device type, dtype, q shape, H, W)
+compiled_families: set[tuple] = set()
+
+
+def relative_score_mod(pos_h: torch.Tensor, pos_w: torch.Tensor, keys: int | None = None):
+    """The ``score_mod`` adding ``pos_h[b, h, q, c - a + H - 1] + pos_w[b, h, q, e - b + W - 1]``
+    for query (a, b) and key (c, e); ``pos_h`` (B, heads, N, 2H - 1), ``pos_w`` (B, heads, N, 2W - 1)
+    already times ``pos_scale``. With ``keys`` set, key indices from ``keys`` on are padding: -inf."""
+    height, width = (pos_h.shape[-1] + 1) // 2, (pos_w.shape[-1] + 1) // 2
+
+    def position(q_idx, kv_idx):
+        row = kv_idx // width - q_idx // width + (height - 1)
+        col = kv_idx % width - q_idx % width + (width - 1)
+        return row, col
+
+    if keys is None:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            row, col = position(q_idx, kv_idx)
+            return score + pos_h[b, h, q_idx, row] + pos_w[b, h, q_idx, col]
+        return score_mod
+
+    def padded_score_mod(score, b, h, q_idx, kv_idx):
+        row, col = position(q_idx, torch.clamp(kv_idx, max=keys - 1))  # in-range reads for padding too
+        score = score + pos_h[b, h, q_idx, row] + pos_w[b, h, q_idx, col]
+        return torch.where(kv_idx < keys, score, -float("inf"))
+    return padded_score_mod
+
+
+def _attend(q, k, v, pos_h, pos_w, scale: float):
+    """(B, heads, N, d) q, k, v and the scaled position products -> (B, heads, N, d)."""
+    keys, d, pad = k.shape[-2], q.shape[-1], 0
+    if q.device.type == "cpu":
+        # inductor's CPU template wants q as a 4-D buffer of its own, not a view of the projection
+        q, pad = q.contiguous(), -keys % CPU_KEY_MULTIPLE
+    elif d < MIN_HEAD_DIM:
+        q, k, v = (F.pad(t, (0, MIN_HEAD_DIM - d)) for t in (q, k, v))
+    if pad:
+        k, v = F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))
+    score_mod = relative_score_mod(pos_h, pos_w, keys if pad else None)
+    return flex_attention(q, k, v, score_mod=score_mod, scale=scale)[..., :d]
+
+
+@functools.cache
+def _compiled_attend():
+    return torch.compile(_attend, fullgraph=True, dynamic=False)
+
+
+def _no_recompile_limit():
+    # one compiled entry per shape family: more families than dynamo's default limit (8) must not
+    # fall back to the unfused maths (PyTorch's own eager FlexAttention lifts the limit likewise)
+    lift = getattr(torch._dynamo.utils, "disable_cache_limit", None)
+    return lift() if lift is not None else contextlib.nullcontext()
+
+
+def flex_relative_attention(q, k, v, pos_h, pos_w, scale: float) -> torch.Tensor:
+    """FlexAttention with the relative ``score_mod``: (B, heads, N, d) q, k, v and the position
+    products (B, heads, N, 2H - 1), (B, heads, N, 2W - 1) -> (B, heads, N, d); autograd throughout
+    where PyTorch has the backward (CUDA; on the CPU see :func:`flex_relative_attention_cpu`).
+
+    Traced into the graph when compiling, else the kernel of this shape family (compiled on first
+    use); float64 on the CPU runs FlexAttention's unfused maths."""
+    if torch.compiler.is_compiling():
+        return _attend(q, k, v, pos_h, pos_w, scale)
+    if q.device.type == "cpu" and q.dtype not in CPU_KERNEL_DTYPES:
+        with warnings.catch_warnings():  # unfused on purpose: PyTorch warns that it is
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            return _attend(q, k, v, pos_h, pos_w, scale)
+    compiled_families.add((q.device.type, q.dtype, tuple(q.shape), (pos_h.shape[-1] + 1) // 2,
+                           (pos_w.shape[-1] + 1) // 2))
+    with _no_recompile_limit():
+        return _compiled_attend()(q, k, v, pos_h, pos_w, scale)
+
+
+def position_products(q: torch.Tensor, rows_h: torch.Tensor, rows_w: torch.Tensor, pos_scale: float):
+    """``pos_scale * q . R^T`` for both axes, (B, heads, N, 2H - 1) and (B, heads, N, 2W - 1), in
+    float32 at least (the kernels add scores in float32, and the CUDA backward sums the products'
+    gradients over keys); ``rows_h``, ``rows_w``: the tables resized to the map."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    return tuple((q @ (rows * pos_scale).to(q.dtype).t()).to(dtype) for rows in (rows_h, rows_w))
+
+
+def table_rows(expanded: torch.Tensor) -> torch.Tensor:
+    """The (2L - 1, d) rows R of an expanded (L, L, d) table ``expanded[a, c] = R[c - a + L - 1]``:
+    column 0 read upwards holds R[0 .. L - 1], row 0 from column 1 on holds R[L .. 2L - 2]."""
+    return torch.cat([expanded[:, 0].flip(0), expanded[0, 1:]])
+
+
+class _FlexForwardChunkedBackward(_ChunkedRelativeAttention):
+    """CPU: the FlexAttention forward; the chunked path's backward, inherited (same inputs, same
+    saved tensors). qkv: (B, H, W, 3, heads, d); table_h (H, H, d) and table_w (W, W, d), the
+    expanded tables. Returns the (B, H * W, heads, d) output."""
+
+    @staticmethod
+    def forward(ctx, qkv, table_h, table_w, scale: float, pos_scale: float, group: int, blocks: int):
+        b, height, width, _, heads, d = qkv.shape
+        with torch.autocast(qkv.device.type, enabled=False):
+            q, k, v = qkv.detach().view(b, height * width, 3, heads, d).transpose(1, 3).unbind(2)
+            rows_h, rows_w = table_rows(table_h.detach()), table_rows(table_w.detach())
+            pos_h, pos_w = position_products(q, rows_h, rows_w, pos_scale)
+            out = flex_relative_attention(q, k, v, pos_h, pos_w, scale).transpose(1, 2).contiguous()
+        ctx.save_for_backward(qkv, table_h, table_w, out)
+        ctx.scale, ctx.pos_scale, ctx.group, ctx.blocks = scale, pos_scale, group, blocks
+        return out
+
+
+def flex_relative_attention_cpu(qkv: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor, scale: float,
+                                pos_scale: float, feat_size: tuple[int, int]) -> torch.Tensor:
+    """CPU: relative attention of a (B, H, W, 3, heads, d) projection; returns (B, H * W, heads, d).
+
+    Takes what :func:`~botnet.layers.chunked_attention.chunked_relative_attention` takes: the
+    expanded tables ``table_h`` (H, H, d) and ``table_w`` (W, W, d)."""
+    b, height, width, _, heads, _ = qkv.shape
+    group, blocks = plan_chunks(b, heads, height * width, feat_size)
+    return _FlexForwardChunkedBackward.apply(qkv, table_h, table_w, scale, pos_scale, group, blocks)
+
+
+_AVAILABLE: dict[str, bool] = {}
+
+
+@torch.compiler.assume_constant_result
+def flex_available(device_type: str) -> bool:
+    """Whether FlexAttention can compile its kernel here: Triton on CUDA; on the CPU an x86 CPU with
+    AVX2 (PyTorch's CPU kernel needs it) and inductor's C++ compiler. A constant when traced."""
+    if device_type not in _AVAILABLE:
+        if device_type == "cuda":
+            from torch.utils._triton import has_triton
+
+            _AVAILABLE[device_type] = has_triton()
+        elif device_type == "cpu":
+            compiler = os.environ.get("CXX", "g++")
+            _AVAILABLE[device_type] = (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+                                       and shutil.which(compiler) is not None)
+        else:
+            _AVAILABLE[device_type] = False
+    return _AVAILABLE[device_type]
