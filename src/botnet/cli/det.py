@@ -29,7 +29,7 @@ def register(cli) -> None:
                         "(docs/pretrained.md)")
     p.add_argument("--norm", choices=["bn", "frozen", "syncbn"], help="backbone normalisation")
     p.add_argument("--no-masks", action="store_true", help="Faster R-CNN: boxes only")
-    p.add_argument("--amp", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--train-empty", action="store_true", help="also train on images without annotations")
     p.add_argument("--anchors", choices=["auto"],
                    help="auto: fit the anchor sizes and aspect ratios to the training boxes at the canvas "

@@ -108,9 +108,10 @@ class EmaConfig(Checked):
 
 @dataclass
 class AmpConfig(Checked):
-    limits: ClassVar[Limits] = {"dtype": one_of("bf16", "fp16", "fp32")}
-    #: bf16 (autocast on CPU and CUDA) | fp16 (CUDA only, with a gradient scaler) | fp32 (off)
-    dtype: str = "bf16"
+    limits: ClassVar[Limits] = {"dtype": one_of("auto", "bf16", "fp16", "fp32")}
+    #: bf16 (autocast on CPU and CUDA) | fp16 (CUDA only, with a gradient scaler) | fp32 (off) |
+    #: auto (bf16 where the device runs it natively: CUDA, AVX-512 / AMX CPUs; else fp32)
+    dtype: str = "auto"
 
 
 @dataclass

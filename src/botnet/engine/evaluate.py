@@ -17,9 +17,28 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 _AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls and convolutions are fast here: a CUDA device with bf16, or a CPU whose
+    oneDNN has bf16 kernels (AVX-512 or AMX). On an AVX2-only CPU bf16 is converted in software
+    and runs slower than fp32 (benchmarks/demo_step.py measures both)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """``amp`` with ``"auto"`` replaced by what suits the device: bf16 where it is native, else fp32."""
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(torch.device(device)) else "fp32"
+
+
 def autocast(device: torch.device, amp: str | torch.dtype):
-    """bf16 autocast on CPU or CUDA, fp16 on CUDA, or nothing for fp32 (``amp`` by name or dtype)."""
-    amp = _AMP_NAMES.get(amp, amp)
+    """bf16 autocast on CPU or CUDA, fp16 on CUDA, or nothing for fp32 (``amp`` by name or dtype;
+    ``"auto"``: see :func:`resolve_amp`)."""
+    amp = resolve_amp(device, _AMP_NAMES.get(amp, amp))
     if amp not in AMP_DTYPES:
         raise UserError(f"amp.dtype={amp!r}: expected one of {', '.join(AMP_DTYPES)}")
     dtype = AMP_DTYPES[amp]

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from botnet.engine import checkpoint as ckpt
 from botnet.engine import distributed as du
 from botnet.engine.config import TrainConfig, save_config, to_dict
-from botnet.engine.evaluate import autocast, evaluate
+from botnet.engine.evaluate import autocast, evaluate, resolve_amp
 from botnet.engine.hooks import CheckpointHook, EmaHook, EvalHook, Hook, LogHook, StepResult
 from botnet.engine.loader import train_loader
 from botnet.engine.optim import build_optimizer, build_scheduler
@@ -245,7 +245,8 @@ class Trainer:
         self.log.message(
             f"training {self.task.name}: {self.total_steps} steps ({tc.epochs} epochs x {spe}), global batch "
             f"{self.global_batch}, lr {self.optimizer.param_groups[0]['initial_lr']:.4g}, {self.info.world_size} process(es) on "
-            f"{self.device.type}" + (f", resumed at step {self.step}" if self.step else "")
+            f"{self.device.type} in {resolve_amp(self.device, self.cfg.amp.dtype)}"
+            + (f", resumed at step {self.step}" if self.step else "")
         )
         for hook in self.hooks:
             hook.before_train(self)
