@@ -2,12 +2,15 @@
 inference) on the BoT50 c5 shape, and peak training memory on the first c5 block's 64 x 64 map.
 
 Candidates, all with the same weights and the same function (checked before timing):
-  ours         MHSA2d, attn_impl="auto" (what the models use: on CPU the chunked path)
+  ours         MHSA2d, attn_impl="auto" (what the models use: on CPU the chunked path without AMX)
+  ours-chunked MHSA2d, per head and query block, hand-written backward
+  ours-flex    MHSA2d, FlexAttention with the position term as a score_mod (compiled kernel;
+               on CPU its forward, with the chunked backward)
   ours-fold    MHSA2d, position logits folded into q/k, one fused SDPA call
   ours-bias    MHSA2d, (B, heads, N, N) additive bias passed to SDPA
   plain-sdpa   MHSA2d with pos_enc=None: the same layer without the position term (the floor)
   timm         timm.layers.BottleneckAttn(scale_pos_embed=True)
-  bt-pytorch   bottleneck_transformer_pytorch.Attention(rel_pos_emb=True)
+  bt-pytorch   bottleneck_transformer_pytorch.Attention(rel_pos_emb=True) (left out if not installed)
 
     python benchmarks/attention_layer.py                 # the full table (a few minutes on 2 cores)
     python benchmarks/attention_layer.py --quick         # fewer rounds, no memory table
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,16 +31,19 @@ import common
 from botnet.layers import MHSA2d
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-IMPLS = ("ours", "ours-fold", "ours-bias", "plain-sdpa", "timm", "bt-pytorch")
+IMPLS = ("ours", "ours-chunked", "ours-flex", "ours-fold", "ours-bias", "plain-sdpa", "timm", "bt-pytorch")
+if importlib.util.find_spec("bottleneck_transformer_pytorch") is None:
+    IMPLS = IMPLS[:-1]
+OTHERS = [i for i in ("timm", "bt-pytorch") if i in IMPLS]
+OURS = {"ours": "auto", "ours-chunked": "chunked", "ours-flex": "flex", "ours-fold": "fold", "ours-bias": "bias"}
 
 
 def build(impl: str, dim: int, heads: int, size: int) -> torch.nn.Module:
     """One candidate layer; every one is given the weights of one reference MHSA2d."""
     torch.manual_seed(0)
     ref = MHSA2d(dim, heads, feat_size=size)
-    if impl in ("ours", "ours-fold", "ours-bias"):
-        attn = {"ours": "auto", "ours-fold": "fold", "ours-bias": "bias"}[impl]
-        m = MHSA2d(dim, heads, feat_size=size, attn_impl=attn)
+    if impl in OURS:
+        m = MHSA2d(dim, heads, feat_size=size, attn_impl=OURS[impl])
         m.load_state_dict(ref.state_dict())
     elif impl == "plain-sdpa":
         m = MHSA2d(dim, heads, pos_enc=None)
@@ -98,10 +105,11 @@ def speed_table(args, device, train: bool) -> tuple[str, dict]:
         med = {impl: common.median_ms(s) for impl, s in samples.items()}
         results[dname] = {"median_ms": med, "samples_s": samples}
         ours = med["ours"]
-        rows.append([dname] + [med[i] for i in IMPLS] + [med["timm"] / ours, med["bt-pytorch"] / ours,
-                                                         ours / med["plain-sdpa"]])
-    header = (["dtype"] + [f"{i} ms" for i in IMPLS]
-              + ["timm / ours", "bt-pytorch / ours", "ours / plain-sdpa"])
+        rows.append([dname] + [med[i] for i in IMPLS] + [med[i] / ours for i in OTHERS]
+                    + [ours / med["plain-sdpa"], med["ours-flex"] / med["ours-chunked"],
+                       med["ours-flex"] / med["plain-sdpa"]])
+    header = (["dtype"] + [f"{i} ms" for i in IMPLS] + [f"{i} / ours" for i in OTHERS]
+              + ["ours / plain-sdpa", "flex / chunked", "flex / plain-sdpa"])
     mode = "forward + backward" if train else "inference (no grad)"
     title = (f"**{mode}**, x = {args.batch} x {args.dim} x {args.size} x {args.size}, {args.heads} heads, "
              f"{'channels_last' if args.channels_last else 'NCHW'} input, median of {args.rounds} alternating "
@@ -123,9 +131,9 @@ def memory_child(args) -> None:
     m = build(args.child_impl, args.dim, args.heads, args.mem_size).to(device)
     x = torch.randn(args.mem_batch, args.dim, args.mem_size, args.mem_size, device=device)
     step = make_step(m, x, DTYPES[args.child_dtype], train=True)
+    step()  # warm-up: flex compiles its kernel on the first call (the compiler's memory is not the step's)
     gc.collect()
     if device.type == "cuda":
-        step()  # CUDA: exact allocator statistics, warm-up allowed
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -160,8 +168,9 @@ def memory_table(args, device) -> tuple[str, dict]:
                 continue
             res[dname][impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
         r = res[dname]
-        rows.append([dname] + [r[i] for i in IMPLS] + [r["ours"] / r["plain-sdpa"]])
-    header = ["dtype"] + [f"{i} MB" for i in IMPLS] + ["ours / plain-sdpa"]
+        floor = r["plain-sdpa"] or float("nan")  # (0 MB on maps too small to register)
+        rows.append([dname] + [r[i] for i in IMPLS] + [r["ours"] / floor, r["ours-flex"] / floor])
+    header = ["dtype"] + [f"{i} MB" for i in IMPLS] + ["ours / plain-sdpa", "flex / plain-sdpa"]
     title = (f"**peak memory of one training step** (forward + backward) above the set-up, x = {args.mem_batch} x "
              f"{args.dim} x {args.mem_size} x {args.mem_size} ({args.mem_size ** 2} tokens), one fresh process per cell"
              f" ({'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'peak RSS'})")
@@ -186,6 +195,7 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-infer", action="store_true")
     p.add_argument("--quick", action="store_true", help="3 rounds, 1 warm-up, no memory table")
+    p.add_argument("--out", help="report name under results/ (default attention_layer[_DEVICE])")
     p.add_argument("--child-impl", help=argparse.SUPPRESS)
     p.add_argument("--child-dtype", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -208,7 +218,7 @@ def main() -> None:
         text, data["memory"] = memory_table(args, device)
         sections.append(text)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
-    common.write_report(f"attention_layer{suffix}", f"MHSA2d vs other implementations ({device.type})", info,
+    common.write_report(args.out or f"attention_layer{suffix}", f"MHSA2d vs other implementations ({device.type})", info,
                         sections, data)
 
 
