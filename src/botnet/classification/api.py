@@ -14,6 +14,26 @@ from botnet.io import check_output_dir, write_json
 from botnet.loading import LoadedModel, load_model
 
 
+#: below this many training images, ``botnet train cls`` without ``--config`` suggests ``cls_small``
+SMALL_DATASET = 10_000
+
+
+def small_data_hint(root: str | os.PathLike, limit: int = SMALL_DATASET) -> str | None:
+    """The line suggesting the ``cls_small`` recipe when ``root/train`` holds fewer than ``limit``
+    files, else None. The defaults are the ImageNet recipe (arXiv 2101.11605): on a few thousand
+    images its crops, RandAugment and SGD 0.1 leave a short run near chance (docs/training.md)."""
+    train_dir = Path(root) / "train"
+    if not train_dir.is_dir():
+        return None
+    n = 0
+    for path in train_dir.rglob("*"):
+        n += path.is_file()
+        if n >= limit:
+            return None
+    return (f"note: {n} training images and the default (ImageNet) recipe; on small data it may learn little "
+            f"in a short run. Try --config cls_small (docs/training.md, small datasets).")
+
+
 def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,
                      resume: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train on ``cfg.data.root`` into ``out_dir``; returns the final metrics."""

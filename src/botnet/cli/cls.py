@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from botnet.cli.run_args import add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, run_folder
 from botnet.engine.config_validate import image_side, positive_int
@@ -47,6 +48,12 @@ def _train(args: argparse.Namespace) -> int:
     cfg = resolve_run_config(ClassificationConfig, args.config, overrides, resume=args.resume)
     if not cfg.data.root:
         raise UserError("--data is required (a folder with train/<class>/* and val/<class>/*)")
+    if args.config is None and not args.resume and os.environ.get("RANK", "0") == "0":
+        from botnet.classification.api import small_data_hint
+
+        hint = small_data_hint(cfg.data.root)
+        if hint:
+            print(hint, file=sys.stderr)
     summary = train_classifier(cfg, out, resume=args.resume)
     best = summary.get("best_val_top1")
     if best is not None and os.environ.get("RANK", "0") == "0":  # one line per run under torchrun
