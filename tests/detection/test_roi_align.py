@@ -1,6 +1,8 @@
 """The gather RoIAlign computes torchvision's roi_align: values and gradients, every level."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
@@ -39,23 +41,47 @@ def test_one_level_equals_torchvision(sampling_ratio, output, channels_last):
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
 
 
-def test_pooler_equals_torchvision_over_levels():
+def _boxes_on_every_level(count: int, image: int, g: torch.Generator) -> torch.Tensor:
+    """Boxes whose sizes sqrt(w h) run log-uniform from 40 to 800 pixels: torchvision's level
+    rule (floor(4 + log2(sqrt(w h) / 224)), clamped to 2..5) puts about a quarter on each of the
+    strides 4, 8, 16 and 32. Boxes larger than the image, or reaching past its edge, are kept:
+    a detector's proposals are clipped to the image, not its RoIs in general."""
+    side = torch.exp(torch.empty(count, dtype=torch.float64).uniform_(math.log(40), math.log(800), generator=g))
+    aspect = torch.exp(torch.empty(count, dtype=torch.float64).uniform_(-0.7, 0.7, generator=g))
+    wh = torch.stack([side * aspect.sqrt(), side / aspect.sqrt()], 1)
+    centre = torch.rand(count, 2, generator=g, dtype=torch.float64) * image
+    return torch.cat([centre - wh / 2, centre + wh / 2], 1)
+
+
+@pytest.mark.parametrize("output, sampling_ratio", [(7, 2), (14, 2), (5, 3)])
+def test_pooler_equals_torchvision_on_every_level(output, sampling_ratio):
     g = torch.Generator().manual_seed(1)
-    image = 128
-    feats = {str(i): torch.randn(2, 8, image // 2 ** (i + 2), image // 2 ** (i + 2), generator=g,
-                                 dtype=torch.float64, requires_grad=True) for i in range(4)}
-    feats["pool"] = torch.randn(2, 8, 2, 2, dtype=torch.float64)
-    boxes = [_rois(30, image, 1, g)[:, 1:].clamp(0, image) for _ in range(2)]
-    boxes = [torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 0.5)], 1) for b in boxes]
+    image = 512
+    names = ["0", "1", "2", "3"]  # p2..p5: strides 4, 8, 16, 32
+    feats = {n: torch.randn(2, 8, image // 2 ** (i + 2), image // 2 ** (i + 2), generator=g,
+                            dtype=torch.float64, requires_grad=True) for i, n in enumerate(names)}
+    feats["pool"] = torch.randn(2, 8, 8, 8, dtype=torch.float64)  # p6: never pooled from
+    boxes = [_boxes_on_every_level(60, image, g) for _ in range(2)]
     shapes = [(image, image)] * 2
-    names = ["0", "1", "2", "3"]
-    ours = GatherMultiScaleRoIAlign(names, 7, 2, impl="gather")(feats, boxes, shapes)
-    ref = MultiScaleRoIAlign(names, 7, 2)(feats, boxes, shapes)
+    ref_pooler = MultiScaleRoIAlign(names, output, sampling_ratio)
+    ref = ref_pooler(feats, boxes, shapes)
+    # every level holds a fair share of the RoIs (torchvision's own assignment)
+    levels = ref_pooler.map_levels(boxes)
+    counts = torch.bincount(levels, minlength=4).tolist()
+    assert len(counts) == 4 and min(counts) >= 15, counts
+    ours = GatherMultiScaleRoIAlign(names, output, sampling_ratio, impl="gather")(feats, boxes, shapes)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    # each level's own RoIs, so a level that is wrong cannot hide behind the others
+    for level in range(4):
+        rows = levels == level
+        torch.testing.assert_close(ours[rows], ref[rows], rtol=0, atol=1e-12, msg=f"level {level}")
+        assert ours[rows].abs().amax() > 0.1  # the level's map was read
     grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     inputs = [feats[n] for n in names]
-    for a, b in zip(torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    for level, (a, b) in enumerate(zip(torch.autograd.grad(ours, inputs, grad),
+                                        torch.autograd.grad(ref, inputs, grad))):
+        assert b.abs().amax() > 0, f"level {level} received no gradient"
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=f"gradient of level {level}")
 
 
 def test_bf16_features_keep_their_dtype_and_match_float32():
