@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from botnet.cli import main
 
 
@@ -11,10 +13,35 @@ def test_profile_prints_counts_and_timings(capsys):
     assert "infer float32" in out and "infer bfloat16" in out
 
 
-def test_profile_paper_table(capsys):
+def parse_paper_table(text: str) -> dict[str, dict]:
+    """The rows of ``botnet profile --paper``: model -> input, params and multiply-adds (ours and
+    the paper's; None where the paper gives none)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = line.split()
+        if len(cells) < 9 or not cells[1].isdigit():
+            continue  # the header and the footnote
+        rows[cells[0]] = {"input": int(cells[1]), "params_m": float(cells[2]), "paper_params_m": float(cells[3]),
+                          "gmacs": float(cells[5]), "paper_gmacs": None if cells[6] == "-" else float(cells[6])}
+    return rows
+
+
+def test_profile_paper_table_counts_within_the_paper_tolerance(capsys):
+    from botnet.models.presets import PAPER_FIGURES
+
     assert main(["profile", "--paper"]) == 0
-    out = capsys.readouterr().out
-    assert "botnet_s1_t7" in out and "102.98" in out
+    rows = parse_paper_table(capsys.readouterr().out)
+    assert sorted(rows) == sorted(r[0] for r in PAPER_FIGURES)
+    for name, size, params_m, gmacs, _ in PAPER_FIGURES:
+        row = rows[name]
+        assert row["input"] == size and row["paper_params_m"] == pytest.approx(params_m, abs=0.05)
+        # the measured columns, against the paper: parameters within 1 %, multiply-adds within 3 %
+        assert abs(row["params_m"] - params_m) / params_m < 0.01, (name, row)
+        if gmacs is not None:
+            assert row["paper_gmacs"] == pytest.approx(gmacs, abs=0.005)
+            assert abs(row["gmacs"] - gmacs) / gmacs < 0.03, (name, row)
+    # backbones at 1024 x 1024 (arXiv 2101.11605, Table 1): BoT50 102.98 G against R50 85.4 G
+    assert rows["botnet50"]["gmacs"] / rows["resnet50"]["gmacs"] == pytest.approx(102.98 / 85.4, rel=0.01)
 
 
 def test_unknown_model_exits_nonzero_without_traceback():
