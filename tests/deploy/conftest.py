@@ -27,12 +27,49 @@ def _randomise_norms(model: torch.nn.Module) -> None:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
+def randomise_for_comparison(model: torch.nn.Module) -> torch.nn.Module:
+    """Weights under which every part of the network shows in its output, as after training:
+    random BN terms (see above), and q, k, v projections of unit scale (the init's N(0, 0.01)
+    makes attention nearly uniform and its output nearly zero)."""
+    from botnet.layers.attention import MHSA2d
+
+    _randomise_norms(model)
+    g = torch.Generator().manual_seed(2)
+    for m in model.modules():
+        if isinstance(m, MHSA2d):
+            with torch.no_grad():
+                w = m.qkv.weight
+                w.copy_(torch.randn(w.shape, generator=g) * w.shape[1] ** -0.5)
+    return model
+
+
+def assert_branches_live(model: torch.nn.Module, *inputs, floor: float = 0.05) -> None:
+    """Every BatchNorm and attention layer puts out values above ``floor`` on ``inputs``: a
+    comparison of the model's outputs then covers every residual branch (a block whose last BN
+    is zero adds exactly nothing, and its branch could be anything)."""
+    from botnet.layers.attention import MHSA2d
+
+    peaks: dict[str, float] = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: peaks.__setitem__(
+        name, max(peaks.get(name, 0.0), float(out.detach().abs().amax()))))
+        for name, m in model.named_modules() if isinstance(m, (torch.nn.BatchNorm2d, MHSA2d))]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert peaks, "no BatchNorm or attention layer ran"
+    dead = {name: peak for name, peak in peaks.items() if peak <= floor}
+    assert not dead, f"layers whose output is (nearly) zero, unseen by the comparison: {dead}"
+
+
 @pytest.fixture(scope="session")
 def cls_weights(tmp_path_factory):
     """A botnet_tiny classifier saved as the classification task saves it."""
     torch.manual_seed(0)
     model = create_model("botnet_tiny", num_classes=len(CLASS_NAMES))
-    _randomise_norms(model)
+    randomise_for_comparison(model)
     path = tmp_path_factory.mktemp("cls") / "model.safetensors"
     save_weights(model, path, {"task": "cls", "class_names": CLASS_NAMES, "img_size": [128, 128],
                                "crop_pct": 0.875, "mean": [0.5, 0.45, 0.4], "std": [0.25, 0.25, 0.25]})
@@ -48,6 +85,7 @@ def det_weights(tmp_path_factory):
     torch.manual_seed(0)
     model_cfg = DetModelConfig(name="botnet_tiny", norm="bn", **DET_OPTIONS)
     model = build_maskrcnn("botnet_tiny", num_classes=2, canvas=CANVAS, **model_cfg.builder_kwargs())
+    randomise_for_comparison(model)
     # Untrained heads score every anchor and box almost alike, so which ones survive top-k and NMS
     # would hinge on 1e-6 differences between runtimes; spread the scores as training does.
     with torch.no_grad():
