@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from botnet.cli import main
 from botnet.data.shapes import make_shapes_dataset
+from botnet.engine import read_metrics_csv
 
 TINY = ["--config", "demo_shapes", "--canvas", "64", "--workers", "0", "--set", "log.progress=never",
         "--set", "model.fpn_channels=32", "--set", "model.box_representation=64", "--set", "model.mask_head_channels=[32]"]
@@ -78,15 +81,28 @@ def test_weights_for_other_classes_are_refused_clearly(trained, tmp_path, capsys
     assert "2 categories" in err and "5 classes" in err and "size mismatch" not in err
 
 
-def test_resume_continues_a_stopped_run(shapes, tmp_path):
+def test_resume_continues_a_stopped_run_bit_for_bit(shapes, tmp_path):
+    # BatchNorm, bf16 autocast, a data-loading process: the resumed run ends on the same weights
     common = ["train", "det", "--data", str(shapes["train_images"]), "--ann", str(shapes["train_ann"]),
-              "--epochs", "2", "--batch-size", "4", *TINY]
-    assert main([*common, "--out", str(tmp_path), "--set", "train.stop_after_steps=1"]) == 0
-    assert not json.loads((tmp_path / "metrics.json").read_text())["finished"]
+              "--epochs", "2", "--batch-size", "4", *TINY, "--workers", "1", "--set", "log.every_steps=1"]
+    assert main([*common, "--out", str(tmp_path / "full")]) == 0
+    part = tmp_path / "part"
+    assert main([*common, "--out", str(part), "--set", "train.stop_after_steps=1"]) == 0
+    assert not json.loads((part / "metrics.json").read_text())["finished"]
     # the pause point is not saved with the run: resuming runs to the end
-    assert main(["train", "det", "--resume", str(tmp_path), "--workers", "0"]) == 0
-    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert main(["train", "det", "--resume", str(part), "--workers", "1"]) == 0
+    summary = json.loads((part / "metrics.json").read_text())
     assert summary["finished"] and summary["step"] == 4
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys() and any(k.endswith("running_var") for k in a)
+    for k in a:
+        assert torch.equal(b[k], a[k]), k
+    def losses(run):
+        return [{k: v for k, v in r.items() if k == "step" or k.startswith("loss")}
+                for r in read_metrics_csv(run / "metrics.csv") if r["kind"] == "train"]
+
+    assert [r["step"] for r in losses(part)] == [1, 2, 3, 4]
+    assert losses(part) == losses(tmp_path / "full")
 
 
 def _run(*args):

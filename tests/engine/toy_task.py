@@ -38,14 +38,16 @@ class ToyTask(Task):
     name = "toy"
     main_metric = "acc"
 
-    def __init__(self, n_train: int = 64, n_val: int = 32, nan_at_call: int | None = None, dropout: float = 0.0):
+    def __init__(self, n_train: int = 64, n_val: int = 32, nan_at_call: int | None = None, dropout: float = 0.0,
+                 norm: bool = False):
         self.n_train, self.n_val, self.nan_at_call, self.dropout = n_train, n_val, nan_at_call, dropout
+        self.norm = norm  # a BatchNorm after the conv: running statistics are state a resume must carry
         self.calls = 0
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Dropout(self.dropout), nn.Linear(8, 4),
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8) if self.norm else nn.Identity(), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(self.dropout), nn.Linear(8, 4),
         )
 
     def build_datasets(self):
