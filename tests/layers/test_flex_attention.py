@@ -183,6 +183,7 @@ def test_cuda_rule(d, h, w, flex_ok, want):
 @pytest.mark.parametrize("amx", [False, True])
 def test_cpu_rule_by_capability(amx, monkeypatch):
     monkeypatch.setattr(attention, "CPU_HAS_AMX", amx)
+    monkeypatch.setattr(attention, "flex_available", lambda device_type: True)  # (a C++ compiler is there)
     m = _layer((4, 6), impl="auto", dtype=torch.float32)
     x = torch.randn(1, 16, 4, 6)
     picks = {}
@@ -199,3 +200,46 @@ def test_cpu_rule_by_capability(amx, monkeypatch):
     # without a flex kernel (no compiler), the faster measured path
     assert attention.cpu_attn_impl(True, False, False, flex_ok=False) == "chunked"
     assert attention.cpu_attn_impl(True, True, False, flex_ok=False) == "fold"
+
+
+# -- CUDA (skipped without a device; benchmarks/gpu_check.py runs these) ----------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize("feat, size, dim, heads", [((4, 6), (4, 6), 16, 2), ((3, 4), (7, 9), 64, 2)])
+def test_cuda_flex_matches_float64_reference(feat, size, dim, heads, monkeypatch):
+    # head dim 8 (zero-padded to the kernels' 16) and 32; float32 without TF32
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    m = _layer(feat, dim, heads, dtype=torch.float32).cuda()
+    x = torch.randn(2, dim, *size)
+    got = _run(m, _params(m), x.cuda())
+    ref = _layer(feat, dim, heads)
+    ref.load_state_dict(m.state_dict())
+    want = _run(lambda x: _reference(ref, x), _params(ref), x.double())
+    _assert_close({k: v.cpu() for k, v in got.items()}, want, rtol=1e-4, atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("impl", ["auto", "flex", "fold"])
+def test_cuda_bf16_autocast_close_to_float32(impl):
+    m = _layer((8, 8), 64, 2, impl=impl, dtype=torch.float32).cuda()
+    x = torch.randn(2, 64, 8, 8, device="cuda")
+    full = _run(m, _params(m), x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = _run(m, _params(m), x)
+    for key, want in full.items():
+        assert float((low[key].float() - want).norm() / want.norm()) < 0.03, key
+
+
+@needs_cuda
+def test_cuda_compiled_model_matches_eager():
+    # auto on CUDA (fold or flex by the map sizes), channels_last, inductor, one graph
+    torch.manual_seed(0)
+    model = botnet.create_model("botnet_s1_tiny", num_classes=10).cuda().to(memory_format=torch.channels_last)
+    params = dict(model.named_parameters())
+    x = torch.randn(2, 3, 128, 128, device="cuda").contiguous(memory_format=torch.channels_last)
+    eager = _run(model, params, x)
+    compiled = _run(torch.compile(model, fullgraph=True), params, x)
+    _assert_close(compiled, eager, rtol=1e-3, atol=1e-4)

@@ -1,14 +1,15 @@
 """Relative attention through PyTorch's FlexAttention: the "flex" path of :class:`~botnet.layers.MHSA2d`.
 
 The relative term of arXiv 2101.11605 (section 3, figure 4) enters the fused kernel as a
-``score_mod``. For query token q = (a, b) and key token k = (c, e) on an H x W map (token = row * W
-+ col), with ``P_h = q . R_h^T`` (B, heads, N, 2H - 1) and ``P_w = q . R_w^T`` (B, heads, N, 2W - 1)
-the products of every query with every table row (times the layer's ``pos_scale``):
+``score_mod``. With ``P_h = q . R_h^T`` (B, heads, N, 2H - 1) and ``P_w = q . R_w^T``
+(B, heads, N, 2W - 1), the products of every query with every table row (times the layer's
+``pos_scale``), the score of query token q at (a, b) and key token k at (c, e) on an H x W map
+(token = row * W + col), in image i and head h, is
 
-    score(q, k) = scale * q.k + P_h[b, h, q, c - a + H - 1] + P_w[b, h, q, e - b + W - 1]
+    score(q, k) = scale * q.k + P_h[i, h, q, c - a + H - 1] + P_w[i, h, q, e - b + W - 1]
 
-the table row of offset ``key - query`` as in :func:`~botnet.layers.pos_embed.relative_index`. The
-kernel forms scores a tile at a time and reads the two small tensors per score, so no (N x N)
+reading the table rows of the offsets key - query, as :func:`~botnet.layers.pos_embed.relative_index`
+indexes them. The kernel forms scores a tile at a time and reads the two small tensors per score, so no (N x N)
 tensor exists at any size, and the head dim stays d (the fold widens it to d + H + W). ``P_h`` and
 ``P_w`` are matmul outputs taken as they are (no gather into per-key logits): inductor's CPU
 kernel mis-reads captured tensors that are still pending pointwise results inside a compiled model.
@@ -58,9 +59,10 @@ compiled_families: set[tuple] = set()
 
 
 def relative_score_mod(pos_h: torch.Tensor, pos_w: torch.Tensor, keys: int | None = None):
-    """The ``score_mod`` adding ``pos_h[b, h, q, c - a + H - 1] + pos_w[b, h, q, e - b + W - 1]``
-    for query (a, b) and key (c, e); ``pos_h`` (B, heads, N, 2H - 1), ``pos_w`` (B, heads, N, 2W - 1)
-    already times ``pos_scale``. With ``keys`` set, key indices from ``keys`` on are padding: -inf."""
+    """The ``score_mod`` adding ``pos_h[i, h, q, c - a + H - 1] + pos_w[i, h, q, e - b + W - 1]``
+    in image i, head h, for query q at (a, b) and key at (c, e); ``pos_h`` (B, heads, N, 2H - 1) and
+    ``pos_w`` (B, heads, N, 2W - 1) already times ``pos_scale``. With ``keys`` set, key indices from
+    ``keys`` on are padding: -inf."""
     height, width = (pos_h.shape[-1] + 1) // 2, (pos_w.shape[-1] + 1) // 2
 
     def position(q_idx, kv_idx):
