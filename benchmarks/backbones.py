@@ -35,13 +35,6 @@ MFU_MODELS = {
 }
 
 
-def matmul_peak_tflops(device: torch.device, dtype=torch.bfloat16, n: int = 4096, rounds: int = 5) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    samples = common.alternate({"mm": lambda: torch.mm(a, b)}, rounds, 2, device)["mm"]
-    return 2 * n**3 / min(samples) / 1e12  # best round: the peak the machine can reach
-
-
 def make_step(model, x, train: bool, backbone: bool, dtype=torch.bfloat16):
     fn = model.forward_features if backbone else model
     device = x.device
@@ -96,7 +89,7 @@ def part1(args, device) -> tuple[str, dict]:
 
 
 def part2(args, device) -> tuple[str, dict]:
-    peak = matmul_peak_tflops(device)
+    peak = common.matmul_peak_tflops(device)
     rows, data = [], {"peak_tflops_bf16": peak}
     for key in args.models:
         name, size, batch, backbone = MFU_MODELS[key]

@@ -51,7 +51,10 @@ def machine(device: torch.device) -> dict:
 
 
 def command() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    """The command line, the script named from the repository root (``python benchmarks/X.py ...``)
+    wherever it was started from."""
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), RESULTS.parent.parent)
+    return "python " + " ".join([script] + sys.argv[1:])
 
 
 def setup_threads(threads: int | None) -> None:
@@ -110,7 +113,8 @@ def write_report(name: str, title: str, info: dict, sections: list[str], data: d
     path = RESULTS / f"{name}.md"
     write_text(path, text)
     if data is not None:
-        write_text(RESULTS / f"{name}.json", json.dumps({"machine": info, "command": command(), **data}, indent=1))
+        write_text(RESULTS / f"{name}.json",
+                   json.dumps({"name": name, "machine": info, "command": command(), **data}, indent=1))
     print(text)
     return path
 
@@ -128,6 +132,14 @@ def run_parts(args, name: str, title: str, parts: dict[int, Callable[[torch.devi
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     numbers = "".join(str(n) for n in sorted(args.part))
     return write_report(f"{name}_part{numbers}{suffix}", f"{title} ({device.type})", info, sections, data)
+
+
+def matmul_peak_tflops(device: torch.device, dtype=torch.bfloat16, n: int = 4096, rounds: int = 5) -> float:
+    """The best of ``rounds`` n^3 ``torch.mm`` calls in ``dtype``, in TFLOP/s (2 n^3 per call)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    samples = alternate({"mm": lambda: torch.mm(a, b)}, rounds, 2, device)["mm"]
+    return 2 * n**3 / min(samples) / 1e12  # best round: the peak the machine can reach
 
 
 def top_ops(step, rows: int) -> list[list]:
