@@ -27,7 +27,7 @@ def main() -> None:
     info = common.machine(device)
     peaks = {name: common.matmul_peak_tflops(device, dtype, args.n, args.rounds)
              for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
-    rows = [[name, peak] for name, peak in peaks.items()]
+    rows = [[name, f"{peak:.3f}"] for name, peak in peaks.items()]
     ratio = peaks["bf16"] / peaks["fp32"]
     table = common.markdown_table(["dtype", "TFLOP/s"], rows)
     text = (f"**{args.n}^3 torch.mm**, best of {args.rounds} rounds after 2 warm-up calls (wall clock)\n\n{table}\n\n"
