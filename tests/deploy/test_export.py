@@ -69,13 +69,6 @@ def test_torch_export_program_is_dynamic(cls_weights, tmp_path):
         assert_close(program.module()(x), model(x))
 
 
-TRACED_ATTENTION_BUG = (
-    "the default CPU attention path (chunked) becomes a constant in the TorchScript-based ONNX exporter "
-    "that detectors go through: the exported graph ignores its input in every BoT block "
-    "(test_attention_follows_its_input_through_the_torchscript_exporter)")
-
-
-@pytest.mark.xfail(strict=True, reason=TRACED_ATTENTION_BUG)
 def test_attention_follows_its_input_through_the_torchscript_exporter(tmp_path):
     # the exporter detectors use (torch.onnx.export with dynamo=False), on the layer alone
     m = MHSA2d(64, heads=4, feat_size=(4, 4)).eval()
@@ -92,7 +85,6 @@ def test_attention_follows_its_input_through_the_torchscript_exporter(tmp_path):
         assert_close(got, m(other))
 
 
-@pytest.mark.xfail(strict=True, reason=TRACED_ATTENTION_BUG)
 def test_detector_onnx_matches_pytorch(det_weights, tmp_path):
     out = tmp_path / "det.onnx"
     result = export_model(det_weights, out)

@@ -202,6 +202,11 @@ class MHSA2d(nn.Module):
             return "plain"
         if self.attn_impl != "auto":
             return self.attn_impl
+        if torch.jit.is_tracing():
+            # TorchScript tracing (the ONNX exporter detectors go through) records the chunked
+            # path's autograd Function and flex's compiled kernel as opaque nodes, which the
+            # exporter turned into constants: the bias path is plain ops, which trace
+            return "bias"
         device = qkv.device.type
         training = torch.is_grad_enabled() and qkv.requires_grad
         if device == "cpu":
