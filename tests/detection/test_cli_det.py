@@ -48,10 +48,12 @@ def test_eval_writes_metrics_and_coco_predictions(trained, shapes, tmp_path, cap
         assert metrics[key] == -1.0 or 0.0 <= metrics[key] <= 100.0  # -1: no object of that size
     assert metrics["num_images"] == 4
     preds = json.loads((tmp_path / "predictions.json").read_text())
+    # one epoch on 10 images may detect nothing above the score threshold: the AP and the predictions
+    # of a detector that learned are checked in test_det_learns.py
     assert isinstance(preds, list)
-    if preds:
-        assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(preds[0])
-        assert preds[0]["category_id"] in range(1, 6)
+    for p in preds:
+        assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(p)
+        assert p["category_id"] in range(1, 6)
     assert "box AP" in capsys.readouterr().out
 
 
