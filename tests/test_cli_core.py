@@ -1,5 +1,8 @@
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +45,17 @@ def test_profile_paper_table_counts_within_the_paper_tolerance(capsys):
             assert abs(row["gmacs"] - gmacs) / gmacs < 0.03, (name, row)
     # backbones at 1024 x 1024 (arXiv 2101.11605, Table 1): BoT50 102.98 G against R50 85.4 G
     assert rows["botnet50"]["gmacs"] / rows["resnet50"]["gmacs"] == pytest.approx(102.98 / 85.4, rel=0.01)
+    # the kept output (benchmarks/results/paper_figures.json) and the README's table are this count
+    root = Path(__file__).resolve().parents[1]
+    kept = {r["model"]: r for r in json.loads((root / "benchmarks/results/paper_figures.json").read_text())["rows"]}
+    readme = re.findall(r"^\| `(\w+)` \|[^|]+\|[^|]+\| ([\d.]+)M / [\d.]+M \| ([\d.]+) / [\d.-]+ \|$",
+                        (root / "README.md").read_text(), re.M)
+    assert len(readme) >= 10
+    for name, params_m, gmacs in readme:
+        assert (float(params_m), float(gmacs)) == (rows[name]["params_m"], rows[name]["gmacs"]), f"README: {name}"
+    for name, row in rows.items():
+        assert (round(kept[name]["params_m"], 2), round(kept[name]["gmacs"], 2)) == (row["params_m"], row["gmacs"]), \
+            f"benchmarks/results/paper_figures.json: {name} (python benchmarks/paper_figures.py)"
 
 
 def test_unknown_model_exits_nonzero_without_traceback():
