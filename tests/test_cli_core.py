@@ -29,6 +29,7 @@ def parse_paper_table(text: str) -> dict[str, dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_profile_paper_table_counts_within_the_paper_tolerance(capsys):
     from botnet.models.presets import PAPER_FIGURES
 

@@ -25,6 +25,7 @@ def assert_close(got, want):
     torch.testing.assert_close(got, want, atol=TOL, rtol=TOL)
 
 
+@pytest.mark.slow
 def test_cli_onnx_dynamic_classifier_runs_at_other_sizes(cls_weights, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     assert main(["export", str(cls_weights), "--format", "onnx", "--out", str(out), "--dynamic"]) == 0
@@ -42,6 +43,7 @@ def test_cli_onnx_dynamic_classifier_runs_at_other_sizes(cls_weights, tmp_path, 
     assert info["task"] == "cls" and info["class_names"] == CLASS_NAMES and info["img_size"] == [128, 128]
 
 
+@pytest.mark.slow
 def test_onnx_dynamic_backbone_features(tmp_path):
     model = randomise_for_comparison(create_model("botnet_s1_tiny", num_classes=0)).eval()
     out = tmp_path / "backbone.onnx"
@@ -57,6 +59,7 @@ def test_onnx_dynamic_backbone_features(tmp_path):
         assert_close(g, w)
 
 
+@pytest.mark.slow
 def test_torch_export_program_is_dynamic(cls_weights, tmp_path):
     out = tmp_path / "model.pt2"
     export_model(cls_weights, out, format="torch", dynamic=True)
@@ -85,6 +88,7 @@ def test_attention_follows_its_input_through_the_torchscript_exporter(tmp_path):
         assert_close(got, m(other))
 
 
+@pytest.mark.slow
 def test_detector_onnx_matches_pytorch(det_weights, tmp_path):
     out = tmp_path / "det.onnx"
     result = export_model(det_weights, out)

@@ -6,12 +6,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from toy_task import ToyTask, toy_config
 
 from botnet.engine import read_metrics_csv, train
 from botnet.engine.checkpoint import list_step_checkpoints, load_checkpoint
+
+pytestmark = pytest.mark.slow  # new processes: torchrun with two ranks, a killed run
 
 HERE = Path(__file__).resolve().parent
 

@@ -120,6 +120,7 @@ def test_cuda_gradients_flow_through_the_captured_products(monkeypatch):
     _assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_whole_model_compiles_fullgraph_and_matches_eager():
     torch.manual_seed(0)
     model = botnet.create_model("botnet_s1_tiny", num_classes=10)

@@ -9,6 +9,8 @@ import botnet
 from botnet.layers import MHSA2d
 from botnet.layers.attention import ATTN_IMPLS
 
+pytestmark = pytest.mark.slow  # every test compiles (a few seconds each)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():

@@ -8,9 +8,11 @@ from botnet.layers import BoTBlock, MHSA2d
 from botnet.models import get_model_config
 
 ALL = botnet.list_models()
+#: the full-size models take 10-50 s each here: slow; the tiny variants keep the quick loop honest
+MODELS = [name if name.endswith("_tiny") else pytest.param(name, marks=pytest.mark.slow) for name in ALL]
 
 
-@pytest.fixture(scope="module", params=ALL)
+@pytest.fixture(scope="module", params=MODELS)
 def model(request):
     torch.manual_seed(0)
     return botnet.create_model(request.param, num_classes=7)

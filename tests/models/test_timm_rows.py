@@ -29,6 +29,7 @@ def randomise(model: torch.nn.Module) -> None:
                 p.normal_(std=0.5, generator=g)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TIMM_ROWS)
 def test_converted_row_computes_what_timm_computes(name):
     theirs = timm.create_model(name, pretrained=False).eval()
@@ -53,6 +54,7 @@ def test_converted_row_computes_what_timm_computes(name):
     assert [f.shape[-1] for f in feats.values()] == [64, 32, 16, 8]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TIMM_ROWS)
 def test_any_input_size_where_timm_asserts(name):
     ours = botnet.create_model(name).eval()
