@@ -25,15 +25,36 @@ from botnet.io import write_text
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cpu_model() -> str:
+def _lscpu() -> dict[str, str]:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
     except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+
+
+def cpu_model() -> str:
+    """lscpu's model name with its family / model numbers (one "AMD EPYC" name covers several
+    generations), and the vector units that decide fp32 against bf16: AVX-512 (bf16), AMX."""
+    info = _lscpu()
+    name = info.get("Model name") or platform.processor() or "unknown CPU"
+    if "CPU family" in info and "Model" in info:
+        name += f" (family {info['CPU family']} model {info['Model']})"
+    flags = set(info.get("Flags", "").split())
+    units = [u for u, f in (("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile")) if f in flags]
+    if flags:
+        name += ", " + (" ".join(units) if units else "AVX2 only" if "avx2" in flags else "no AVX2")
+    return name
+
+
+def cpu_limits() -> dict:
+    """What torch runs on this CPU: ATen's kernel level, whether oneDNN has native bf16, and any
+    cap set through the environment (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA: how an AVX2-only
+    machine is emulated on a newer one)."""
+    out = {"capability": torch.backends.cpu.get_cpu_capability(),
+           "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+    out.update({k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)})
+    return out
 
 
 def machine(device: torch.device) -> dict:
@@ -45,6 +66,8 @@ def machine(device: torch.device) -> dict:
         "torch": torch.__version__,
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+    if device.type == "cpu":
+        info.update(cpu_limits())
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -54,7 +77,8 @@ def command() -> str:
     """The command line, the script named from the repository root (``python benchmarks/X.py ...``)
     wherever it was started from."""
     script = os.path.relpath(os.path.abspath(sys.argv[0]), RESULTS.parent.parent)
-    return "python " + " ".join([script] + sys.argv[1:])
+    caps = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)]
+    return " ".join(caps + ["python", script] + sys.argv[1:])
 
 
 def setup_threads(threads: int | None) -> None:

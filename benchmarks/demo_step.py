@@ -4,6 +4,8 @@ ops of the fastest training step. What ``amp.dtype: auto`` picks on this machine
 the table (``botnet.engine.evaluate.resolve_amp``).
 
     python benchmarks/demo_step.py --rounds 5
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/demo_step.py --rounds 3 --out demo_step_avx2
+        # an AVX2-only CPU emulated on a newer one (ATen and oneDNN kernels capped at AVX2)
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--out", default="demo_step", help="report name under results/ (default demo_step)")
     args = p.parse_args()
     device = torch.device("cpu")
     info = common.machine(device)
@@ -78,7 +81,7 @@ def main() -> None:
             f"**{resolve_amp(device, 'auto')}** here.\n\n"
             + common.markdown_table(["what", "precision", "threads", "ms", "/ fp32 2 threads"], rows),
             f"**top ops of the fastest training step** ({best})\n\n" + common.top_ops_table(fns[best], args.top)]
-        common.write_report("demo_step", "The demo's training step and evaluation batch", info, sections,
+        common.write_report(args.out, "The demo's training step and evaluation batch", info, sections,
                             {"median_ms": med, "samples_s": samples})
 
 

@@ -64,11 +64,13 @@ def name_written_by(command: str) -> str | None:
     here): ``--out`` where the script takes it, else the script's own rule, plus ``_DEVICE`` off
     the CPU."""
     argv = shlex.split(command)
+    while argv and re.fullmatch(r"[A-Z_]+=\S*", argv[0]):
+        argv = argv[1:]  # environment settings before the command (an emulated CPU)
     assert argv[0] == "python" and argv[1].endswith(".py"), command
     script, args = Path(argv[1]).stem, argv[2:]
     device = _option(args, "--device", "cpu")
     suffix = "" if device == "cpu" else f"_{device}"
-    if script in ("attention_layer", "demo") and "--out" in args:
+    if script in ("attention_layer", "demo", "demo_step") and "--out" in args:
         return _option(args, "--out")
     if script == "attention_scaling":
         return f"attention_scaling_{_option(args, '--dtype', 'bf16')}{suffix}"
@@ -77,7 +79,7 @@ def name_written_by(command: str) -> str | None:
         return f"{script}_part{parts}{suffix}"
     if script == "demo":
         return "demo_ablation" if "--ablation" in args else "demo"
-    if script in ("attention_layer", "det_step", "matmul_peak"):
+    if script in ("attention_layer", "demo_step", "det_step", "matmul_peak"):
         return f"{script}{suffix}"
     if script == "paper_figures":
         return script
