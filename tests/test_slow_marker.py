@@ -11,6 +11,8 @@ import pytest
 #: module -> the tests that must carry ``slow`` ("*": the whole module)
 LONG = {
     "tests.detection.test_det_learns": ["*"],
+    "tests.detection.test_det_small_objects": ["*"],
+    "tests.detection.test_det_coins": ["test_trained_on_coin_tiles_it_finds_the_held_out_coins"],
     "tests.engine.test_engine_processes": ["*"],
     "tests.models.test_compile": ["*"],
     "tests.deploy.test_export": ["test_onnx_dynamic_backbone_features", "test_cli_onnx_dynamic_classifier_runs_at_other_sizes",

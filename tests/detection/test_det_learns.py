@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from botnet.cli import main
 from botnet.data.shapes import make_shapes_dataset
+from tests.detection.det_support import baseline_scores, one_thread  # noqa: F401 (a fixture)
+from tests.detection.det_support import evaluate as evaluate_on
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +32,15 @@ RECIPE = ["--config", "demo_shapes", "--canvas", str(SIZE), "--epochs", "8", "--
 #: 24.7 / 8.4 / 20.5, 27.2 / 14.3 / 24.7, 26.1 / 12.4 / 24.1, and seed 0 on two threads 23.2 / 9.7
 #: / 18.8; the same weights with the box classifier zeroed 3.6-4.3 / 0.8-1.2 / 2.9-3.8, with the
 #: box regression zeroed 17.1-20.7 / 1.5-2.8 / 17.8-21.6 (AP75 needs the regression); the
-#: constant, grid and random predictors of ``_baselines`` at most 0.2 on any of them.
+#: constant, grid and random predictors of ``det_support.baseline_results`` at most 0.2 on any of them.
 FLOORS = {"box_ap50": 12.0, "box_ap75": 5.0, "mask_ap50": 10.0}
 #: the best of the constant / random predictors below scores at most this much on any floored metric
 BASELINE_CEILING = 0.5
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +57,7 @@ def trained(shapes, tmp_path_factory) -> Path:
 
 
 def evaluate(weights: Path, shapes, out: Path) -> tuple[dict, list]:
-    assert main(["eval", "det", "--data", str(shapes["val_images"]), "--ann", str(shapes["val_ann"]),
-                 "--weights", str(weights), "--out", str(out), "--workers", "0"]) == 0
-    return json.loads((out / "metrics.json").read_text()), json.loads((out / "predictions.json").read_text())
+    return evaluate_on(weights, shapes["val_images"], shapes["val_ann"], out)
 
 
 def below(metrics: dict) -> dict:
@@ -96,47 +92,8 @@ def test_a_broken_detector_falls_below_the_floors(trained, shapes, tmp_path, zer
     assert below(metrics), f"zeroing {zeroed} left the detector above every floor: {metrics}"
 
 
-def _baselines(shapes) -> dict[str, list[dict]]:
-    """COCO results of predictors that learn nothing: the training set's mean box (centred, every
-    class, score 1), a grid of mean-sized boxes (every class: 100 per image), and 100 random boxes
-    per image with random classes and scores. Masks fill the boxes."""
-    from pycocotools import mask as mask_utils
-
-    train = json.loads(Path(shapes["train_ann"]).read_text())
-    val = json.loads(Path(shapes["val_ann"]).read_text())
-    cats = [c["id"] for c in val["categories"]]
-    w, h = np.mean([a["bbox"][2:] for a in train["annotations"]], axis=0)
-    rng = np.random.default_rng(0)
-
-    def result(image, cat, box, score):
-        m = np.zeros((image["height"], image["width"]), np.uint8, order="F")
-        x0, y0, bw, bh = (int(round(v)) for v in box)
-        m[max(y0, 0):y0 + bh, max(x0, 0):x0 + bw] = 1
-        rle = mask_utils.encode(m)
-        rle["counts"] = rle["counts"].decode()
-        return {"image_id": image["id"], "category_id": int(cat), "bbox": [float(v) for v in box], "score": float(score),
-                "segmentation": rle}
-
-    out = {"constant": [], "grid": [], "random": []}
-    for im in val["images"]:
-        W, H = im["width"], im["height"]
-        out["constant"] += [result(im, c, [(W - w) / 2, (H - h) / 2, w, h], 1.0) for c in cats]
-        out["grid"] += [result(im, c, [x, y, w, h], 0.5) for x in np.linspace(0, W - w, 5)
-                        for y in np.linspace(0, H - h, 4) for c in cats]
-        for _ in range(100):
-            bw, bh = np.exp(rng.uniform(np.log(4), np.log(W / 2), 2))
-            x, y = rng.uniform(0, W - bw), rng.uniform(0, H - bh)
-            out["random"].append(result(im, rng.choice(cats), [x, y, bw, bh], rng.random()))
-    return out
-
-
 def test_constant_and_random_predictors_score_far_below_the_floors(shapes):
-    from botnet.data.coco import load_coco
-    from botnet.detection.evaluator import coco_metrics
-
-    gt = load_coco(shapes["val_ann"], shapes["val_images"])
-    for name, results in _baselines(shapes).items():
-        metrics = coco_metrics(gt, results, ("bbox", "segm"))
-        scores = {k: metrics[k] for k in FLOORS}
-        assert max(scores.values()) <= BASELINE_CEILING, (name, scores)
+    scores = baseline_scores(shapes["train_ann"], shapes["val_images"], shapes["val_ann"], FLOORS)
+    for name, values in scores.items():
+        assert max(values.values()) <= BASELINE_CEILING, (name, values)
     assert min(FLOORS.values()) >= 4 * BASELINE_CEILING
