@@ -23,12 +23,40 @@ from botnet.engine.config import resolve_run_config
 from botnet.engine.evaluate import resolve_amp
 
 
+def mask_branch_share(model, training, amp: str, threads: int, args, device) -> str:
+    """A training step of the trained detector with and without its mask branch (RoIAlign of the
+    mask features, the four convs, the deconv, the loss): once the detector finds the objects, every
+    positive RoI (up to a quarter of the sampled ones) trains the mask head."""
+    heads = model.roi_heads
+    parts = (heads.mask_roi_pool, heads.mask_head, heads.mask_predictor)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[amp]
+    with_masks = training(dtype, threads)
+
+    def without():
+        heads.mask_roi_pool = heads.mask_head = heads.mask_predictor = None
+        try:
+            with_masks()
+        finally:
+            heads.mask_roi_pool, heads.mask_head, heads.mask_predictor = parts
+
+    samples = common.alternate({"with masks": with_masks, "without the mask branch": without}, args.rounds,
+                               args.warmup, device)
+    med = {k: common.median_ms(v) for k, v in samples.items()}
+    share = 1 - med["without the mask branch"] / med["with masks"]
+    return (f"**the mask branch in a late training step** (weights `{args.weights}`, {amp}, "
+            f"{threads} threads; median of {args.rounds} alternating rounds)\n\n"
+            + common.markdown_table(["step", "ms"], [[k, v] for k, v in med.items()])
+            + f"\n\nmask branch: {100 * share:.0f} % of the step")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--out", default="demo_step", help="report name under results/ (default demo_step)")
+    p.add_argument("--weights", help="a trained demo model (botnet-demo/run/model.safetensors): time the steps "
+                                     "late in training, and the mask branch's share of a training step")
     args = p.parse_args()
     device = torch.device("cpu")
     info = common.machine(device)
@@ -41,6 +69,9 @@ def main() -> None:
         train_set, val_set = task.build_datasets()
         torch.manual_seed(0)
         model = task.build_model().to(memory_format=torch.channels_last)
+        if args.weights:
+            from safetensors.torch import load_file
+            model.load_state_dict(load_file(args.weights))
         train_batch = collate_detection([train_set[i] for i in range(cfg.train.batch_size)])
         val_batch = collate_detection([val_set[i] for i in range(cfg.eval.batch_size)])
 
@@ -81,6 +112,8 @@ def main() -> None:
             f"**{resolve_amp(device, 'auto')}** here.\n\n"
             + common.markdown_table(["what", "precision", "threads", "ms", "/ fp32 2 threads"], rows),
             f"**top ops of the fastest training step** ({best})\n\n" + common.top_ops_table(fns[best], args.top)]
+        if args.weights:
+            sections.append(mask_branch_share(model, training, resolve_amp(device, "auto"), info["threads"], args, device))
         common.write_report(args.out, "The demo's training step and evaluation batch", info, sections,
                             {"median_ms": med, "samples_s": samples})
 
