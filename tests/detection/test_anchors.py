@@ -67,3 +67,27 @@ def test_data_stats_command(tmp_path, capsys):
     assert "boxes: 2" in out and "--anchors auto would use" in out
     assert (tmp_path / "o" / "box_sizes.png").stat().st_size > 1000
     assert main(["data", "stats", "--ann", str(tmp_path / "missing.json")]) == 2
+
+
+def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monkeypatch):
+    """``model.anchor_sizes: auto`` (what ``--anchors auto`` sets): accepted by the config, refused by
+    a model builder, fitted by ``train_detector`` before the run starts, so the run's config holds
+    the fitted sizes."""
+    from botnet.detection import api
+    from botnet.detection.config import DetDataConfig, DetectionConfig, DetModelConfig
+    from botnet.errors import UserError
+
+    assert DetModelConfig(anchor_sizes="auto").anchor_sizes == "auto"
+    with pytest.raises(UserError, match="anchor_sizes"):
+        DetModelConfig(anchor_sizes="automatic")
+    with pytest.raises(UserError, match="anchor_sizes=auto"):
+        DetModelConfig(anchor_sizes="auto").builder_kwargs()
+    ann = _coco(tmp_path, [[10 * i, 5 * i, 12 + i % 5, 10 + i % 7] for i in range(1, 30)])
+    cfg = DetectionConfig(model=DetModelConfig(anchor_sizes="auto"),
+                          data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), canvas=400))
+    seen = {}
+    monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(api.DetectionTask, "for_training", classmethod(lambda cls, cfg: None))
+    api.train_detector(cfg, tmp_path / "run")
+    sizes = seen["cfg"].model.anchor_sizes
+    assert isinstance(sizes, list) and sizes == fit_anchors(cfg, say=lambda _: None).model.anchor_sizes and sizes[0] < 32

@@ -33,7 +33,8 @@ def register(cli) -> None:
     p.add_argument("--train-empty", action="store_true", help="also train on images without annotations")
     p.add_argument("--anchors", choices=["auto"],
                    help="auto: fit the anchor sizes and aspect ratios to the training boxes at the canvas "
-                        "(the rule: botnet.detection.anchors); the coverage before and after is printed")
+                        "(model.anchor_sizes=auto; the rule: botnet.detection.anchors); the coverage before and "
+                        "after is printed")
     add_engine_args(p, recipe_example="det_36ep", lr_example=0.02)
     p.set_defaults(func=_train)
 
@@ -73,7 +74,8 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         "data.canvas": args.canvas, "data.scale_range": jitter,
         "model.backbone_weights": args.backbone_weights, "model.norm": args.norm,
         "model.masks": False if args.no_masks else None, "amp.dtype": args.amp,
-        "data.train_empty": True if args.train_empty else None, **engine_flags(args),
+        "data.train_empty": True if args.train_empty else None, "model.anchor_sizes": args.anchors,
+        **engine_flags(args),
     }
     dataset = dataset_overrides(args.dataset) if args.dataset else []
     return dataset + as_overrides(flags) + list(args.overrides)
@@ -107,10 +109,6 @@ def _train(args: argparse.Namespace) -> int:
 
     out = run_folder(args)
     cfg = resolve_run_config(DetectionConfig, args.config, train_overrides(args), resume=args.resume)
-    if args.anchors == "auto" and cfg.data.train_ann:
-        from botnet.detection.anchors import fit_anchors
-
-        cfg = fit_anchors(cfg)
     if not (cfg.data.train_images and cfg.data.train_ann):
         raise UserError("--data IMAGE_DIR and --ann INSTANCES.json are required (or a recipe with data paths)")
     summary = train_detector(cfg, out, resume=args.resume)

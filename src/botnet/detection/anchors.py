@@ -107,7 +107,9 @@ def fit_anchors(cfg, say=print):
 
     stats = box_stats(cfg.data.train_ann, cfg.data.canvas)
     m = cfg.model
-    before = coverage(stats.wh, anchor_shapes(m.anchor_sizes, m.anchor_scales, m.aspect_ratios))
+    # with anchor_sizes "auto", "before" is the default sizes (the paper's 32..512)
+    sizes = type(m)().anchor_sizes if m.anchor_sizes == "auto" else m.anchor_sizes
+    before = coverage(stats.wh, anchor_shapes(sizes, m.anchor_scales, m.aspect_ratios))
     fitted = auto_anchors(stats)
     after = coverage(stats.wh, anchor_shapes(**{"sizes": fitted["anchor_sizes"], "scales": fitted["anchor_scales"],
                                                   "ratios": fitted["aspect_ratios"]}))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,7 +19,13 @@ from botnet.loading import load_model
 
 def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,
                    resume: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train a detector on ``cfg.data`` into ``out_dir``; returns the final metrics."""
+    """Train a detector on ``cfg.data`` into ``out_dir``; returns the final metrics. With
+    ``model.anchor_sizes: auto`` the anchors are fitted to the training boxes first (the run's
+    config.yaml keeps the fitted values, so a resumed run and the weights' metadata use them)."""
+    if cfg.model.anchor_sizes == "auto":
+        from botnet.detection.anchors import fit_anchors
+
+        cfg = fit_anchors(cfg, say=lambda line: print(line, file=sys.stderr) if du.rank() == 0 else None)
     return train(DetectionTask.for_training(cfg), cfg, out_dir, resume=resume)
 
 

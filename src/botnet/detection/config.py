@@ -12,14 +12,15 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    CANVAS_SIDE, Checked, Limits, above, at_least, between, each, fraction, increasing_pair, one_of)
+    CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+from botnet.errors import UserError
 
 
 @dataclass
 class DetModelConfig(Checked):
     limits: ClassVar[Limits] = {
         "norm": one_of("bn", "frozen", "syncbn"), "freeze_at": between(0, 5), "fpn_channels": at_least(1),
-        "anchor_sizes": each(above(0), nonempty=True), "anchor_scales": each(above(0), nonempty=True),
+        "anchor_sizes": auto_or(each(above(0), nonempty=True)), "anchor_scales": each(above(0), nonempty=True),
         "aspect_ratios": each(above(0), nonempty=True), "rpn_batch_size": at_least(1),
         "rpn_pre_nms_train": at_least(1), "rpn_post_nms_train": at_least(1), "rpn_pre_nms_test": at_least(1),
         "rpn_post_nms_test": at_least(1), "box_batch_size": at_least(1), "box_representation": at_least(1),
@@ -40,8 +41,9 @@ class DetModelConfig(Checked):
     #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}
     options: dict[str, Any] = field(default_factory=dict)
     fpn_channels: int = 256
-    #: one anchor size per pyramid level p2..p6 (pixels on the canvas)
-    anchor_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    #: one anchor size per pyramid level p2..p6 (pixels on the canvas), or ``auto``: sizes, scales
+    #: and aspect ratios fitted to the training boxes when training starts (botnet.detection.anchors)
+    anchor_sizes: list[int] | str = field(default_factory=lambda: [32, 64, 128, 256, 512])
     #: each level's anchor size times each of these (more than one: denser scales)
     anchor_scales: list[float] = field(default_factory=lambda: [1.0])
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
@@ -62,6 +64,9 @@ class DetModelConfig(Checked):
 
     def builder_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`botnet.detection.build_maskrcnn` (all but canvas/classes)."""
+        if self.anchor_sizes == "auto":
+            raise UserError("model.anchor_sizes=auto is resolved from the training boxes when training starts "
+                            "(botnet.detection.api.train_detector); give sizes to build a model outside training")
         kw = dataclasses.asdict(self)
         kw["backbone_overrides"] = kw.pop("options")
         kw.pop("name")

@@ -112,6 +112,17 @@ def each(item: Rule, *, nonempty: bool = False) -> Rule:
     return rule
 
 
+def auto_or(rule: Rule) -> Rule:
+    """The string ``"auto"`` (resolved later, from the data) or a value that passes ``rule``."""
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, str):
+            return None if v == "auto" else "must be auto or a list"
+        return rule(v)
+
+    return check
+
+
 def increasing_pair(item: Rule) -> Rule:
     """A (low, high) pair: both pass ``item`` and low <= high."""
     check = each(item)
