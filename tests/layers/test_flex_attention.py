@@ -99,6 +99,61 @@ def test_score_mod_adds_the_relative_logits_and_masks_padding(padded):
     assert torch.isneginf(got[..., H * W:]).all()
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_key_logits_score_mod_adds_the_relative_logits_and_masks_padding(padded):
+    # the eager CPU path's score_mod: the chunked path's per-key logits (B, heads, N, H), (.., W),
+    # read through the key position tables, against the gathered logits of pos_embed
+    torch.manual_seed(0)
+    H, W, d = 3, 5, 4
+    q = torch.randn(2, 2, H * W, d, dtype=torch.float64)
+    rel_h, rel_w = torch.randn(2 * H - 1, d, dtype=torch.float64), torch.randn(2 * W - 1, d, dtype=torch.float64)
+    logits_h, logits_w = (0.5 * t for t in relative_logits_2d(q, rel_h, rel_w, (H, W)))
+    rows, cols = flex_attention.key_positions(H * W, W, "cpu", H * W + padded)
+    score_mod = flex_attention.key_logits_score_mod(logits_h, logits_w, rows, cols, H * W if padded else None)
+    b, h, qi, ki = torch.meshgrid(*[torch.arange(n) for n in (2, 2, H * W, H * W + padded)], indexing="ij")
+    got = score_mod(torch.zeros(b.shape, dtype=torch.float64), b, h, qi, ki)
+    torch.testing.assert_close(got[..., : H * W], relative_bias_2d(logits_h, logits_w))
+    assert torch.isneginf(got[..., H * W:]).all()
+
+
+def test_cpu_block_mask_tiles_the_kernel_without_masking():
+    # PyTorch's CPU kernel holds one (query block x key block) score tile per thread: without a
+    # block mask that tile is N x N, so the CPU path passes one of bounded blocks, all full
+    mask = flex_attention.cpu_block_mask(300, 1040, "cpu")
+    assert mask.BLOCK_SIZE == (flex_attention.CPU_Q_BLOCK, flex_attention.CPU_KV_BLOCK)
+    assert mask.kv_num_blocks.sum() == 0  # no partial block: the mask function is never applied
+    assert mask.full_kv_num_blocks.flatten().tolist() == [3] * 3
+    assert mask.to_dense().all()
+
+
+def test_float32_compiled_kernel_over_several_tiles_matches_float64_reference():
+    # 23 x 25: 575 keys (padded to 576), several query and key blocks of the CPU kernel
+    feat = (23, 25)
+    m = _layer(feat, 16, 2, dtype=torch.float32)
+    x = torch.randn(1, 16, *feat)
+    got = _run(m, _params(m), x)
+    ref = _layer(feat, 16, 2)
+    ref.load_state_dict(m.state_dict())
+    want = _run(lambda x: _reference(ref, x), _params(ref), x.double())
+    _assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_bf16_autocast_as_close_to_float32_as_the_chunked_path():
+    # bf16 on the CPU: the fused forward (bf16 q, k, v and per-key logits, float32 scores) and the
+    # chunked backward; no further from float32 than the chunked path itself
+    feat = (8, 8)
+    x = torch.randn(2, 64, *feat)
+    errors = {}
+    for impl in ("flex", "chunked"):
+        m = _layer(feat, 64, 2, impl=impl, dtype=torch.float32)
+        full = _run(m, _params(m), x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = _run(m, _params(m), x)
+        errors[impl] = {k: float((low[k].float() - v).norm() / v.norm()) for k, v in full.items()}
+    for key, err in errors["flex"].items():
+        assert err < max(0.03, 1.5 * errors["chunked"][key]), (key, errors)
+
+
 def test_cuda_gradients_flow_through_the_captured_products(monkeypatch):
     # the CUDA branch of MHSA2d._attend_flex (autograd through FlexAttention's own backward, the
     # gradients of the captured products reaching q and the tables), run on the CPU in float64 by
