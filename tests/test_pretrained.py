@@ -291,3 +291,23 @@ def test_bad_source_in_training_exits_2_and_writes_nothing(tmp_path, capsys):
                  "--weights", "timm:botnet26t_265", "--epochs", "1", "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert "close matches: botnet26t_256.c1_in1k" in err and "Traceback" not in err and not run.exists()
+
+
+@pytest.mark.slow
+def test_small_data_recipe_starts_from_imagenet_by_name(caches, no_network, tmp_path, capsys):
+    """det_finetune_small as shipped (botnet50, backbone_weights: imagenet, frozen BN, stem and c2
+    frozen) reads torchvision's ResNet-50 file from the torch hub cache, offline."""
+    from botnet.data.shapes import make_shapes_dataset
+
+    torch.save(randomise(botnet.create_model("resnet50", **NARROW_R50)).state_dict(), torch_hub_file(caches))
+    shapes = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, size=64, seed=1)
+    code = main(["train", "det", "--config", "det_finetune_small", "--data", str(shapes["train_images"]),
+                 "--ann", str(shapes["train_ann"]), "--out", str(tmp_path / "run"), "--canvas", "64",
+                 "--anchors", "auto", "--workers", "0", "--batch-size", "2", "--epochs", "1",
+                 "--set", "log.progress=never", "--set", "model.options={widths: [8, 16, 32, 64], stem_width: 8}",
+                 "--set", "model.fpn_channels=32", "--set", "model.box_representation=64",
+                 "--set", "model.mask_head_channels=[32]"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "backbone weights imagenet" in err and "torchvision:ResNet50_Weights.IMAGENET1K_V2" in err, err
+    assert "anchors fitted to" in err and no_network == []
