@@ -30,12 +30,6 @@ def cited_files() -> dict[str, list[str]]:
     return cited
 
 
-PENDING = pytest.mark.xfail(strict=True, reason=(
-    "results not yet written on an idle machine: benchmarks/results/demo.md, demo_ablation.md, matmul_peak.md, "
-    "gpu_check_cuda.md, and attention_layer_1thread_cpu.md re-run under its name; remove this mark once they are"))
-
-
-@PENDING
 def test_every_cited_results_file_exists():
     cited = cited_files()
     assert "BENCHMARKS.md" in cited and "docs/detection.md" in cited
@@ -86,7 +80,6 @@ def name_written_by(command: str) -> str | None:
     return None
 
 
-@PENDING
 def test_each_results_file_is_what_its_command_writes():
     reports = sorted(RESULTS.glob("*.md"))
     assert reports
