@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import include_results  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -100,10 +104,10 @@ def test_each_results_file_is_what_its_command_writes():
 
 
 def _included_lines(name: str) -> list[str]:
-    """The lines of results/NAME.md as BENCHMARKS.md includes them: without the file's own
-    heading, pictures linked from the repository root."""
-    lines = (RESULTS / name).read_text().split("\n")[1:]
-    return [re.sub(r"^(!\[[^]]*\]\()([^/)]+\))", r"\1benchmarks/results/\2", line) for line in lines if line.strip()]
+    """The non-blank lines of results/NAME.md as BENCHMARKS.md includes them (what
+    benchmarks/include_results.py writes there: without the file's own heading, pictures linked from
+    the repository root)."""
+    return [line for line in include_results.included(name) if line.strip()]
 
 
 def test_benchmarks_md_includes_each_results_file_as_written():

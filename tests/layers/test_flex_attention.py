@@ -83,33 +83,24 @@ def test_float32_compiled_kernel_matches_float64_reference(feat, size, dim, head
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_score_mod_adds_the_relative_logits_and_masks_padding(padded):
+@pytest.mark.parametrize("kind", ["products", "key_logits"])
+def test_score_mod_adds_the_relative_logits_and_masks_padding(kind, padded):
     # the score_mod's index arithmetic, evaluated on every (query, key) pair at once, against the
-    # gathered logits of pos_embed; padded: 15 keys padded to 16, the 16th scores -inf
-    torch.manual_seed(0)
-    H, W, d = 3, 5, 4
-    q = torch.randn(2, 2, H * W, d, dtype=torch.float64)
-    rel_h, rel_w = torch.randn(2 * H - 1, d, dtype=torch.float64), torch.randn(2 * W - 1, d, dtype=torch.float64)
-    pos_h, pos_w = flex_attention.position_products(q, rel_h, rel_w, 0.5)
-    score_mod = flex_attention.relative_score_mod(pos_h, pos_w, H * W if padded else None)
-    b, h, qi, ki = torch.meshgrid(*[torch.arange(n) for n in (2, 2, H * W, H * W + padded)], indexing="ij")
-    got = score_mod(torch.zeros(b.shape, dtype=torch.float64), b, h, qi, ki)
-    want = relative_bias_2d(*(0.5 * t for t in relative_logits_2d(q, rel_h, rel_w, (H, W))))
-    torch.testing.assert_close(got[..., : H * W], want)
-    assert torch.isneginf(got[..., H * W:]).all()
-
-
-@pytest.mark.parametrize("padded", [False, True])
-def test_key_logits_score_mod_adds_the_relative_logits_and_masks_padding(padded):
-    # the eager CPU path's score_mod: the chunked path's per-key logits (B, heads, N, H), (.., W),
-    # read through the key position tables, against the gathered logits of pos_embed
+    # gathered logits of pos_embed; padded: 15 keys padded to 16, the 16th scores -inf.
+    # products: P_h, P_w (compiled models); key_logits: the chunked path's per-key logits (B, heads,
+    # N, H), (.., W) read through the key position tables (the eager CPU path)
     torch.manual_seed(0)
     H, W, d = 3, 5, 4
     q = torch.randn(2, 2, H * W, d, dtype=torch.float64)
     rel_h, rel_w = torch.randn(2 * H - 1, d, dtype=torch.float64), torch.randn(2 * W - 1, d, dtype=torch.float64)
     logits_h, logits_w = (0.5 * t for t in relative_logits_2d(q, rel_h, rel_w, (H, W)))
-    rows, cols = flex_attention.key_positions(H * W, W, "cpu", H * W + padded)
-    score_mod = flex_attention.key_logits_score_mod(logits_h, logits_w, rows, cols, H * W if padded else None)
+    keys = H * W if padded else None
+    if kind == "products":
+        pos_h, pos_w = flex_attention.position_products(q, rel_h, rel_w, 0.5)
+        score_mod = flex_attention.relative_score_mod(pos_h, pos_w, keys)
+    else:
+        rows, cols = flex_attention.key_positions(H * W, W, "cpu", H * W + padded)
+        score_mod = flex_attention.key_logits_score_mod(logits_h, logits_w, rows, cols, keys)
     b, h, qi, ki = torch.meshgrid(*[torch.arange(n) for n in (2, 2, H * W, H * W + padded)], indexing="ij")
     got = score_mod(torch.zeros(b.shape, dtype=torch.float64), b, h, qi, ki)
     torch.testing.assert_close(got[..., : H * W], relative_bias_2d(logits_h, logits_w))
