@@ -29,3 +29,74 @@ def test_training_says_which_precision_it_runs_in(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(ev, "native_bf16", lambda device: False)
     train(ToyTask(), toy_config(**{"amp.dtype": "auto", "train.epochs": 1}), tmp_path)
     assert "process(es) on cpu in fp32" in capsys.readouterr().err
+
+
+ac = importlib.import_module("botnet.engine.amp_choice")
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch, tmp_path):
+    """A CPU whose oneDNN has bf16 kernels, and an empty measurement cache."""
+    monkeypatch.setattr(ev, "native_bf16", lambda device: True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _choose(task, amp="auto", **settings):
+    from tests.engine.toy_task import toy_config
+
+    cfg = toy_config(**{"amp.dtype": amp, **settings})
+    return ac.choose_training_amp(task, task.build_model(), task.build_datasets()[0], cfg, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, expected", [(0.10, 0.20, "fp32"), (0.10, 0.12, "bf16"), (0.2, 0.1, "bf16")])
+def test_auto_measures_where_the_cpu_has_bf16_and_keeps_fp32_only_when_clearly_faster(
+        bf16_cpu, monkeypatch, fp32_s, bf16_s, expected):
+    from tests.engine.toy_task import ToyTask
+
+    calls = []
+
+    def timed(*args, **kwargs):
+        calls.append(1)
+        return {"fp32": fp32_s, "bf16": bf16_s}
+
+    monkeypatch.setattr(ac, "step_times", timed)
+    amp, note = _choose(ToyTask())
+    assert amp == expected and "measured" in note and len(calls) == 1
+    # the same run again: the cached choice, whatever a new measurement would say
+    monkeypatch.setattr(ac, "step_times", lambda *a, **k: pytest.fail("measured twice"))
+    assert _choose(ToyTask())[0] == expected
+    assert str(ac.cache_path()) in _choose(ToyTask())[1]
+    # another batch size is another entry
+    monkeypatch.setattr(ac, "step_times", timed)
+    _choose(ToyTask(), **{"train.batch_size": 4})
+    assert len(calls) == 2
+
+
+def test_auto_does_not_measure_where_the_rule_is_sure(monkeypatch, tmp_path):
+    from tests.engine.toy_task import ToyTask
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(ac, "step_times", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(ev, "native_bf16", lambda device: False)
+    assert _choose(ToyTask())[0] == "fp32"  # AVX2-only: bf16 in software
+    assert _choose(ToyTask(), "bf16") == ("bf16", "")
+    assert not (tmp_path / "botnet").exists()
+
+
+def test_the_measurement_leaves_the_model_and_the_random_state_as_they_were():
+    from botnet.engine.checkpoint import rng_state
+    from tests.engine.toy_task import ToyTask
+
+    task = ToyTask(norm=True)
+    torch.manual_seed(0)
+    model = task.build_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = task.build_datasets()[0]
+    state = rng_state()
+    times = ac.step_times(task, model, data, 8, torch.device("cpu"))
+    assert set(times) == {"fp32", "bf16"} and all(t > 0 for t in times.values())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # BatchNorm statistics too
+    assert all(p.grad is None for p in model.parameters())
+    after = rng_state()
+    assert torch.equal(after["torch"], state["torch"]) and after["python"] == state["python"]
+    assert torch.equal(after["numpy"][1], state["numpy"][1])

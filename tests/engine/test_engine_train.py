@@ -1,4 +1,5 @@
 """The training loop on a toy task: outputs, exact resume, accumulation, faults."""
+import copy
 import csv
 import json
 
@@ -112,3 +113,35 @@ def test_fresh_run_into_an_existing_run_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no checkpoint"):
         train(ToyTask(), toy_config(), tmp_path / "empty", resume=tmp_path / "empty")
+
+
+def test_batchnorm_follows_the_device():
+    """SyncBatchNorm only where PyTorch runs it (CUDA); on the CPU a model built with it (norm
+    "syncbn" on a machine that has CUDA) trains with plain BatchNorm2d holding the same state."""
+    from torch import nn
+
+    from botnet.engine.distributed import batchnorm_for_device
+
+    torch.manual_seed(0)
+
+    def model():
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.ReLU(), nn.BatchNorm2d(4)))
+        net[1].running_mean.uniform_()
+        net[1].weight.requires_grad_(False)
+        return net
+
+    synced = batchnorm_for_device(model(), torch.device("cuda"), sync=True)
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in synced.modules()) == 2
+    unsynced = batchnorm_for_device(model(), torch.device("cuda"), sync=False)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in unsynced.modules())
+    x = torch.randn(2, 3, 8, 8)
+    synced.train()(x)  # no process group: SyncBatchNorm computes plain BatchNorm
+    reference = {k: v.clone() for k, v in synced.state_dict().items()}
+    expected = copy.deepcopy(synced)(x)
+    plain = batchnorm_for_device(synced, torch.device("cpu"), sync=True)
+    kinds = [type(m) for m in plain.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert kinds == [nn.BatchNorm2d, nn.BatchNorm2d]
+    assert not plain[1].weight.requires_grad and plain[1].bias.requires_grad and plain.training
+    state = plain.state_dict()
+    assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
+    torch.testing.assert_close(plain(x), expected)

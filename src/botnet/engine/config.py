@@ -110,7 +110,8 @@ class EmaConfig(Checked):
 class AmpConfig(Checked):
     limits: ClassVar[Limits] = {"dtype": one_of("auto", "bf16", "fp16", "fp32")}
     #: bf16 (autocast on CPU and CUDA) | fp16 (CUDA only, with a gradient scaler) | fp32 (off) |
-    #: auto (bf16 where the device runs it natively: CUDA, AVX-512 / AMX CPUs; else fp32)
+    #: auto (bf16 on CUDA, fp32 on AVX2-only CPUs; on CPUs with bf16 kernels, AVX-512 BF16 / AMX, the
+    #: faster of the two for the run's model, measured once: botnet.engine.amp_choice)
     dtype: str = "auto"
 
 

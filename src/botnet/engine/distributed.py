@@ -58,6 +58,26 @@ def setup(backend: str = "auto", device: torch.device | None = None) -> DistInfo
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
 
 
+def batchnorm_for_device(model: torch.nn.Module, device: torch.device, sync: bool) -> torch.nn.Module:
+    """BatchNorm as ``device`` runs it: with ``sync`` on CUDA, every BatchNorm made a
+    ``SyncBatchNorm``; off CUDA, where PyTorch's ``SyncBatchNorm`` does not run, any ``SyncBatchNorm``
+    (e.g. from ``build_maskrcnn(norm="syncbn")`` on a machine that has CUDA) made a plain
+    ``BatchNorm2d`` again, with its parameters and statistics, each process keeping its own."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync else model
+    if isinstance(model, torch.nn.SyncBatchNorm):
+        plain = torch.nn.BatchNorm2d(model.num_features, model.eps, model.momentum, model.affine,
+                                     model.track_running_stats)
+        plain.load_state_dict(model.state_dict())
+        plain.train(model.training)
+        for p_old, p_new in zip(model.parameters(), plain.parameters()):
+            p_new.requires_grad_(p_old.requires_grad)
+        return plain
+    for name, child in model.named_children():
+        model.add_module(name, batchnorm_for_device(child, device, sync))
+    return model
+
+
 def teardown(info: DistInfo) -> None:
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()

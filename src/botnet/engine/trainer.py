@@ -25,9 +25,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from botnet.engine import checkpoint as ckpt
+from botnet.engine.amp_choice import choose_training_amp
 from botnet.engine import distributed as du
 from botnet.engine.config import TrainConfig, save_config, to_dict
-from botnet.engine.evaluate import autocast, evaluate, resolve_amp
+from botnet.engine.evaluate import autocast, evaluate
 from botnet.engine.hooks import CheckpointHook, EmaHook, EvalHook, Hook, LogHook, StepResult
 from botnet.engine.loader import train_loader
 from botnet.engine.optim import build_optimizer, build_scheduler
@@ -73,11 +74,9 @@ class Trainer:
         task.channels_last = tc.channels_last
         _seed_all(tc.seed)  # identical initial weights on every rank
         model = task.build_model()
-        if cfg.dist.sync_bn and info.enabled:
-            if device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            else:
-                warnings.warn("dist.sync_bn is CUDA-only in PyTorch; BatchNorm stays per process on CPU")
+        if cfg.dist.sync_bn and info.enabled and device.type != "cuda":
+            warnings.warn("dist.sync_bn is CUDA-only in PyTorch; BatchNorm stays per process on CPU")
+        model = du.batchnorm_for_device(model, device, cfg.dist.sync_bn and info.enabled)
         model.to(device)
         if tc.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -112,9 +111,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp.dtype == "fp16")
         self.step = 0
         self.last_checkpoint: Path | None = None
-        rng = None
-        if self.resume_from is not None:
-            rng = self._load(self.resume_from)
+        self.amp, self.amp_note = None, ""  # the steps' and evaluations' precision ("auto" resolved), and how
+        rng = self._load(self.resume_from) if self.resume_from is not None else None
+        if self.amp is None:
+            self.amp, self.amp_note = choose_training_amp(task, model, self.train_set, cfg, device)
         _seed_all(tc.seed + info.rank)  # per-rank dropout / drop-path masks
         if rng is not None:
             ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
@@ -142,6 +142,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "amp": self.amp,
             "config": to_dict(self.cfg),
             "metadata": self.task.metadata(),
         }
@@ -174,6 +175,8 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"{path}: this checkpoint does not match the configured model/optimizer ({e})") from None
         self.step = int(state["step"])
+        if self.cfg.amp.dtype == "auto" and state.get("amp"):  # the run goes on in its precision
+            self.amp, self.amp_note = state["amp"], " (amp auto, as the checkpoint recorded)"
         if state["steps_per_epoch"] != self.steps_per_epoch:
             warnings.warn(f"{path}: saved with {state['steps_per_epoch']} steps per epoch, now "
                           f"{self.steps_per_epoch}; the data order of the resumed run differs")
@@ -189,7 +192,7 @@ class Trainer:
         tc = self.cfg.train
         return evaluate(
             self.task, self.eval_model(), self.val_set, batch_size=self.cfg.eval.batch_size or tc.batch_size,
-            workers=tc.workers, device=self.device, amp=self.cfg.amp.dtype, channels_last=tc.channels_last,
+            workers=tc.workers, device=self.device, amp=self.amp, channels_last=tc.channels_last,
         ).metrics
 
     def export_weights(self, name: str) -> None:
@@ -216,7 +219,7 @@ class Trainer:
             # gradients are all-reduced once per optimizer step, on the last micro-batch
             sync = model.no_sync() if self.info.enabled and not last else contextlib.nullcontext()
             with sync:
-                with autocast(self.device, self.cfg.amp.dtype):
+                with autocast(self.device, self.amp):
                     losses = self.task.training_step(model, batch, self.device)
                 self.scaler.scale(losses["loss"].float() / accum).backward()
             for k, v in losses.items():
@@ -245,7 +248,7 @@ class Trainer:
         self.log.message(
             f"training {self.task.name}: {self.total_steps} steps ({tc.epochs} epochs x {spe}), global batch "
             f"{self.global_batch}, lr {self.optimizer.param_groups[0]['initial_lr']:.4g}, {self.info.world_size} process(es) on "
-            f"{self.device.type} in {resolve_amp(self.device, self.cfg.amp.dtype)}"
+            f"{self.device.type} in {self.amp}{self.amp_note}"
             + (f", resumed at step {self.step}" if self.step else "")
         )
         for hook in self.hooks:
