@@ -28,9 +28,12 @@ from botnet.engine import read_metrics_csv
 AP_KEYS = ["ap", "ap50", "ap75", "aps", "apm", "apl"]
 #: what docs/detection.md reports of the recipe's choices: each row adds one change to the one above
 ABLATION = [
-    ("two mask convs, one anchor scale per level", ["model.mask_head_channels=[64,64]", "model.anchor_scales=[1.0]"]),
-    ("four mask convs, one anchor scale per level", ["model.anchor_scales=[1.0]"]),
-    ("four mask convs, three anchor scales per level (the recipe)", []),
+    ("two mask convs, one anchor scale per level, 14 x 14 mask RoIs",
+     ["model.mask_head_channels=[64,64]", "model.anchor_scales=[1.0]", "model.mask_roi_size=14"]),
+    ("four mask convs, one anchor scale per level, 14 x 14 mask RoIs",
+     ["model.anchor_scales=[1.0]", "model.mask_roi_size=14"]),
+    ("four mask convs, three anchor scales per level, 14 x 14 mask RoIs", ["model.mask_roi_size=14"]),
+    ("four mask convs, three anchor scales per level, 7 x 7 mask RoIs (the recipe)", []),
 ]
 
 

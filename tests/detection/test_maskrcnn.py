@@ -49,6 +49,24 @@ def test_predicts_any_input_size_in_original_coordinates():
         assert (o["boxes"][:, 2] <= w).all() and (o["boxes"][:, 3] <= h).all()
 
 
+@pytest.mark.parametrize("roi_size", [14, 7])
+def test_mask_roi_size_sets_the_mask_resolution(roi_size):
+    """The mask RoIs are ``mask_roi_size`` square and the predicted masks twice that, in training
+    (the loss's targets are cropped at that size) and in prediction (pasted back at image size)."""
+    torch.manual_seed(0)
+    model = build_maskrcnn("resnet_tiny", num_classes=3, mask_roi_size=roi_size, **SMALL)
+    shapes = []
+    model.roi_heads.mask_predictor.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape[-2:])))
+    model.train()
+    losses = model([torch.rand(3, 64, 64) for _ in range(2)], _targets())
+    assert torch.isfinite(losses["loss_mask"]) and losses["loss_mask"] > 0
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 64, 64)])
+    assert out[0]["masks"].shape[-2:] == (64, 64)
+    assert set(shapes) == {(2 * roi_size, 2 * roi_size)}
+
+
 def test_faster_rcnn_has_no_mask_head_and_frozen_norm_is_frozen():
     model = build_fasterrcnn("resnet_tiny", num_classes=3, norm="frozen", freeze_at=2, **SMALL)
     assert not model.roi_heads.has_mask()
@@ -67,5 +85,7 @@ def test_bad_arguments_are_user_errors():
         build_maskrcnn("resnet_tiny", 2, norm="group", **SMALL)
     with pytest.raises(UserError, match="anchor_sizes"):
         build_maskrcnn("resnet_tiny", 2, **{**SMALL, "anchor_sizes": (8, 16)})
+    with pytest.raises(UserError, match="mask_roi_size"):
+        build_maskrcnn("resnet_tiny", 2, mask_roi_size=0, **SMALL)
     with pytest.raises(UserError, match="backbone weights file not found"):
         build_maskrcnn("resnet_tiny", 2, backbone_weights="/nonexistent.pth", **SMALL)

@@ -24,7 +24,8 @@ class DetModelConfig(Checked):
         "aspect_ratios": each(above(0), nonempty=True), "rpn_batch_size": at_least(1),
         "rpn_pre_nms_train": at_least(1), "rpn_post_nms_train": at_least(1), "rpn_pre_nms_test": at_least(1),
         "rpn_post_nms_test": at_least(1), "box_batch_size": at_least(1), "box_representation": at_least(1),
-        "mask_head_channels": each(at_least(1), nonempty=True), "roi_sampling_ratio": at_least(0),
+        "mask_head_channels": each(at_least(1), nonempty=True), "mask_roi_size": at_least(1),
+        "roi_sampling_ratio": at_least(0),
         "roi_align_impl": one_of("auto", "gather", "torchvision"), "detections_per_img": at_least(1),
         "score_thresh": fraction()}
     #: a registered backbone (``botnet models``): resnet*/botnet*
@@ -56,6 +57,8 @@ class DetModelConfig(Checked):
     box_batch_size: int = 512
     box_representation: int = 1024
     mask_head_channels: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    #: side of the mask head's RoIAlign output (Mask R-CNN: 14); predicted masks are twice this
+    mask_roi_size: int = 14
     roi_sampling_ratio: int = 2
     #: RoIAlign sampling: auto (a row gather on CPU, torchvision's op elsewhere) | gather | torchvision
     roi_align_impl: str = "auto"

@@ -107,6 +107,7 @@ def build_maskrcnn(
     box_batch_size: int = 512,
     box_representation: int = 1024,
     mask_head_channels: Sequence[int] = (256, 256, 256, 256),
+    mask_roi_size: int = 14,
     roi_sampling_ratio: int = 2,
     roi_align_impl: str = "auto",
     detections_per_img: int = 100,
@@ -119,8 +120,9 @@ def build_maskrcnn(
     from ``backbone_weights`` at small batch) or "syncbn" (BatchNorm made synchronized when
     torch.distributed is initialised, as in the paper). ``anchor_sizes`` gives one size per level
     p2..p6 (the defaults suit a 1024 canvas), each multiplied by every ``anchor_scales`` factor
-    (1, 2^(1/3), 2^(2/3) gives denser scales). The sample counts, head widths and RoIAlign sampling
-    ratio trade accuracy for speed (see the demo recipe). ``roi_align_impl``: how the RoI poolers
+    (1, 2^(1/3), 2^(2/3) gives denser scales). The sample counts, head widths, the mask RoI side
+    ``mask_roi_size`` (14 as in Mask R-CNN; the predicted masks are twice that) and the RoIAlign
+    sampling ratio trade accuracy for speed (see the demo recipe). ``roi_align_impl``: how the RoI poolers
     sample (:mod:`botnet.detection.roi_align`): "auto" (the row gather on CPU, torchvision's op
     elsewhere), "gather" or "torchvision"; all compute torchvision's RoIAlign.
     """
@@ -128,6 +130,8 @@ def build_maskrcnn(
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
     if len(anchor_sizes) != 5:
         raise UserError(f"anchor_sizes needs one size per pyramid level p2..p6 (5), got {list(anchor_sizes)}")
+    if mask_roi_size < 1:
+        raise UserError(f"mask_roi_size must be at least 1, got {mask_roi_size}")
     if roi_align_impl not in ROI_ALIGN_IMPLS:
         raise UserError(f"roi_align_impl must be one of {ROI_ALIGN_IMPLS}, got {roi_align_impl!r}")
     body = build_backbone(backbone, norm, canvas, backbone_weights, freeze_at, fpn_channels,
@@ -149,7 +153,8 @@ def build_maskrcnn(
         mask_channels = list(mask_head_channels)
         model = MaskRCNN(
             body, num_classes=None, **common,
-            mask_roi_pool=GatherMultiScaleRoIAlign(list(FPN_NAMES), 14, roi_sampling_ratio, impl=roi_align_impl),
+            mask_roi_pool=GatherMultiScaleRoIAlign(list(FPN_NAMES), mask_roi_size, roi_sampling_ratio,
+                                                   impl=roi_align_impl),
             mask_head=MaskRCNNHeads(fpn_channels, mask_channels, 1),
             mask_predictor=MaskRCNNPredictor(mask_channels[-1], mask_channels[-1], num_classes + 1),
         )
@@ -157,6 +162,8 @@ def build_maskrcnn(
         model = FasterRCNN(body, num_classes=None, **common)
     if norm == "syncbn" and dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
         # PyTorch's SyncBatchNorm runs on CUDA only; elsewhere each process keeps its own statistics
+        # (a run on the CPU of a machine with CUDA: the trainer makes these plain BatchNorm again,
+        # botnet.engine.distributed.batchnorm_for_device)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.num_classes = num_classes
     model.transform = keep_every_side(model.transform)  # a 4000 x 20 image keeps a pixel per side
