@@ -25,8 +25,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from botnet.engine import checkpoint as ckpt
-from botnet.engine.amp_choice import choose_training_amp
 from botnet.engine import distributed as du
+from botnet.engine.amp_choice import choose_training_amp
 from botnet.engine.config import TrainConfig, save_config, to_dict
 from botnet.engine.evaluate import autocast, evaluate
 from botnet.engine.hooks import CheckpointHook, EmaHook, EvalHook, Hook, LogHook, StepResult
