@@ -70,6 +70,12 @@ def step_times(task: Task, model: nn.Module, dataset, batch_size: int, device: t
     return {amp: min(t[1:] or t) for amp, t in times.items()}
 
 
+def faster(times: dict[str, float]) -> str:
+    """The measured choice from step seconds {"fp32": .., "bf16": ..}: bf16 unless fp32 is more
+    than ``FP32_MARGIN`` times faster."""
+    return "fp32" if times["fp32"] * FP32_MARGIN < times["bf16"] else "bf16"
+
+
 def cache_path() -> Path:
     """Where measured choices are kept: ``$XDG_CACHE_HOME/botnet/amp_auto.json`` (``~/.cache``)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "botnet" / "amp_auto.json"
@@ -116,16 +122,17 @@ def choose_training_amp(task: Task, model: nn.Module, dataset, cfg: TrainConfig,
     if device.type != "cpu" or rule != "bf16":
         return rule, " (amp auto)"
     path, key = cache_path(), cache_key(task, cfg)
-    known = _read_cache(path).get(key)
+    cache = _read_cache(path)
+    known = cache.get(key)
     if isinstance(known, dict) and known.get("amp") in ("bf16", "fp32"):
         choice, times, how = known["amp"], known, f"measured earlier, {path}"
     else:
         measured = step_times(task, model, dataset, cfg.train.batch_size, device)
-        choice = "fp32" if measured["fp32"] * FP32_MARGIN < measured["bf16"] else "bf16"
+        choice = faster(measured)
         times, how = {"amp": choice, **{k: round(v, 4) for k, v in measured.items()}}, "measured"
         if du.rank() == 0:
             try:
-                write_json(path, {**_read_cache(path), key: times})
+                write_json(path, {**cache, key: times})
             except (OSError, UserError):
                 pass  # a read-only cache folder: the next run measures again
     note = (f" (amp auto, {how}: a training step takes {1e3 * times['bf16']:.0f} ms in bf16, "
