@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from botnet.data.coco_validate import BOX_TOLERANCE, complete_annotations, read_coco_json, validate_coco
+from botnet.data.coco_validate import BOX_TOLERANCE, check_coco, read_coco_json, validate_coco
 from botnet.data.imagefolder import Unreadable
 from botnet.data.images import DECODE_ERRORS, load_rgb
 from botnet.errors import DataError
@@ -35,8 +35,13 @@ def load_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike | None =
     """A validated pycocotools ``COCO`` index; raises :class:`DataError` listing every problem.
     Annotations without a ``segmentation`` (box-only) get their box as mask, and those without an
     ``area`` the one COCO tools compute: COCO evaluation reads both."""
+    return _load_coco(ann_file, image_dir, check_images)[0]
+
+
+def _load_coco(ann_file, image_dir, check_images: bool) -> tuple[COCO, bool]:
+    """:func:`load_coco`, and whether the images are read upright (``coco_validate``'s module docstring)."""
     data = read_coco_json(ann_file)
-    problems = validate_coco(data, ann_file, image_dir, check_images)
+    problems, upright = check_coco(data, ann_file, image_dir, check_images)
     if problems:
         raise DataError(f"{ann_file}: {len(problems)} problem(s) in the dataset", problems)
     complete_annotations(data)
@@ -44,7 +49,44 @@ def load_coco(ann_file: str | os.PathLike, image_dir: str | os.PathLike | None =
     coco = COCO()
     coco.dataset = data
     _build_index_quietly(coco)
-    return coco
+    return coco, upright
+
+
+def box_mask_rle(box: list[float], height: int, width: int) -> dict:
+    """The compressed RLE of a box-only annotation's mask: the pixels its box covers (the same
+    pixels :func:`decode_masks` gives such annotations)."""
+    x, y, w, h = box
+    mask = np.zeros((height, width), dtype=np.uint8, order="F")
+    mask[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))] = 1
+    rle = mask_utils.encode(mask)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
+def complete_annotations(data: dict) -> int:
+    """Fill what COCO evaluation reads but a valid file may leave out; call on validated data.
+
+    An annotation without a ``segmentation`` gets its box as its mask (an RLE), and one without
+    an ``area`` the area COCO tools compute: the pixel count of its mask. Returns how many
+    annotations were completed."""
+    images = {img["id"]: img for img in data["images"]}
+    completed = 0
+    for ann in data["annotations"]:
+        if "area" in ann and "segmentation" in ann:
+            continue
+        img = images[ann["image_id"]]
+        if ann.get("segmentation") is None:
+            ann["segmentation"] = box_mask_rle(ann["bbox"], img["height"], img["width"])
+        if "area" not in ann:
+            seg = ann["segmentation"]
+            if isinstance(seg, dict) and isinstance(seg["counts"], list):
+                ann["area"] = float(sum(seg["counts"][1::2]))
+            elif isinstance(seg, dict):
+                ann["area"] = float(mask_utils.area({"size": seg["size"], "counts": seg["counts"].encode()}))
+            else:
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, img["height"], img["width"]))
+                ann["area"] = float(mask_utils.area(rle))
+        completed += 1
+    return completed
 
 
 def _build_index_quietly(coco: COCO) -> None:
@@ -86,7 +128,9 @@ class CocoDetection(Dataset):
     Each item is ``(image, target)``: ``image`` a uint8 ``tv_tensors.Image`` (3, H, W); ``target``
     holds ``boxes`` (XYXY ``tv_tensors.BoundingBoxes``), ``labels`` (int64, 1..K), ``masks``
     (uint8 ``tv_tensors.Mask``, when ``with_masks``), ``image_id`` and ``orig_size`` (H, W).
-    Crowd regions are left out of the targets (evaluation reads them from the JSON). An image
+    Crowd regions are left out of the targets (evaluation reads them from the JSON). Photos are
+    read upright by their EXIF orientation unless the file declares their stored sizes
+    (``upright``; see :mod:`botnet.data.coco_validate`). An image
     that cannot be read gives an :class:`Unreadable` naming the file (the collate function sets
     it aside for the task to report), or raises with ``strict``.
 
@@ -99,7 +143,7 @@ class CocoDetection(Dataset):
                  check_images: bool = True):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
-        self.coco = load_coco(ann_file, image_dir, check_images)
+        self.coco, self.upright = _load_coco(ann_file, image_dir, check_images)
         self.transforms = transforms
         self.with_masks = with_masks
         self.strict = strict
@@ -123,7 +167,7 @@ class CocoDetection(Dataset):
     def _read_image(self, info: dict) -> torch.Tensor | Unreadable:
         path = self.image_dir / info["file_name"]
         try:
-            arr = np.asarray(load_rgb(str(path)))
+            arr = np.asarray(load_rgb(str(path), upright=self.upright))
         except DECODE_ERRORS as e:
             if self.strict:
                 raise DataError(f"{path}: unreadable image (image id {info['id']}): {e}; "
@@ -131,7 +175,8 @@ class CocoDetection(Dataset):
             return Unreadable(str(path), f"image id {info['id']}: {type(e).__name__}: {e}")
         if arr.shape[:2] != (info["height"], info["width"]):
             # validation checked headers; a file replaced since then still must not misalign masks
-            raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} but {self.ann_file} says "
+            frame = "upright by its EXIF orientation" if self.upright else "as stored, EXIF orientation ignored"
+            raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} ({frame}) but {self.ann_file} says "
                             f"{info['width']}x{info['height']} (image id {info['id']})")
         return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 

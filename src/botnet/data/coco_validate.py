@@ -6,6 +6,12 @@ of the mask. So every number of every box, polygon and area is checked to be fin
 stay near their image, and every RLE is decoded here (in Python) and its runs must cover the
 image exactly. Problems are collected, not raised one by one: each message names the file and
 the image / annotation / category id.
+
+Photos with an EXIF orientation that turns them a quarter (phones' portrait photos) are
+annotated either upright, as labelling tools and viewers show them, or as stored, by tools that
+ignore the tag. The sizes the file declares tell which (the upright size swaps width and
+height); the file's images are then read in that frame, and a file that mixes the two is a
+problem. Without such photos (or unchecked), images are read upright.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any
 
 from PIL import Image
 
+from botnet.data.images import exif_orientation, upright_size
 from botnet.errors import DataError
 
 # A box may poke out of its image by rounding; more than this is an annotation error.
@@ -142,7 +149,8 @@ def _check_categories(data: dict, where: str, problems: list[str]) -> set[int]:
     return cat_ids
 
 
-def _check_images(data: dict, where: str, image_dir, check_images: bool, problems: list[str]) -> dict[int, dict]:
+def _check_images(data: dict, where: str, image_dir, check_images: bool, problems: list[str],
+                  frames: dict[str, list[int]]) -> dict[int, dict]:
     images: dict[int, dict] = {}
     for img in data["images"]:
         iid = img.get("id") if isinstance(img, dict) else None
@@ -171,12 +179,27 @@ def _check_images(data: dict, where: str, image_dir, check_images: bool, problem
                 continue
             try:
                 with Image.open(path) as im:
-                    size = im.size
+                    size, orientation = im.size, exif_orientation(im)
             except (OSError, ValueError, SyntaxError):
                 continue  # unreadable: skipped with a warning at load time
-            if size != (w, h):
-                problems.append(f"{path}: image is {size[0]}x{size[1]} but {where} says {w}x{h} (image id {iid})")
+            turned = upright_size(size, orientation)
+            if turned != size and (w, h) in (size, turned):
+                frames["upright" if (w, h) == turned else "stored"].append(iid)
+            elif size != (w, h):
+                upright = f" ({turned[0]}x{turned[1]} upright by its EXIF orientation)" if turned != size else ""
+                problems.append(f"{path}: image is {size[0]}x{size[1]}{upright} but {where} says {w}x{h} "
+                                f"(image id {iid})")
     return images
+
+
+def _read_upright(frames: dict[str, list[int]], where: str, problems: list[str]) -> bool:
+    """Whether the file's photos are read upright: unless some declare their stored size."""
+    upright, stored = frames["upright"], frames["stored"]
+    if upright and stored:
+        problems.append(f"{where}: image id {upright[0]} declares its size upright (turned by its EXIF "
+                        f"orientation) but image id {stored[0]} as stored: annotations must all see the "
+                        f"photos one way ({len(upright)} upright, {len(stored)} as stored)")
+    return not stored
 
 
 def _annotation_problems(ann: dict, img: dict) -> list[str]:
@@ -207,18 +230,27 @@ def validate_coco(data: dict, ann_file: str | os.PathLike, image_dir: str | os.P
     """Every problem in a parsed instances file, as messages naming the file and the id.
 
     With ``image_dir`` and ``check_images`` each image file must exist and its header must
-    report the size the JSON declares (only the header is read). Unreadable files are not
-    problems here: the dataset skips them with a warning when it meets them.
+    report the size the JSON declares, as stored or upright (only the header is read; see the
+    module docstring). Unreadable files are not problems here: the dataset skips them with a
+    warning when it meets them.
     """
+    return check_coco(data, ann_file, image_dir, check_images)[0]
+
+
+def check_coco(data: dict, ann_file: str | os.PathLike, image_dir: str | os.PathLike | None,
+               check_images: bool = True) -> tuple[list[str], bool]:
+    """:func:`validate_coco`'s problems, and whether the images are to be read upright."""
     where = str(ann_file)
     problems: list[str] = []
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             problems.append(f"{where}: missing or non-list '{key}'")
     if problems:
-        return problems
+        return problems, True
     cat_ids = _check_categories(data, where, problems)
-    images = _check_images(data, where, image_dir, check_images, problems)
+    frames: dict[str, list[int]] = {"upright": [], "stored": []}
+    images = _check_images(data, where, image_dir, check_images, problems, frames)
+    upright = _read_upright(frames, where, problems)
     seen_ann: set[int] = set()
     for ann in data["annotations"]:
         aid = ann.get("id") if isinstance(ann, dict) else None
@@ -236,46 +268,4 @@ def validate_coco(data: dict, ann_file: str | os.PathLike, image_dir: str | os.P
         if ann.get("category_id") not in cat_ids:
             problems.append(f"{tag}: category_id {ann.get('category_id')!r} is not declared in 'categories'")
         problems += [f"{tag}: {why}" for why in _annotation_problems(ann, img)]
-    return problems
-
-
-def box_mask_rle(box: list[float], height: int, width: int) -> dict:
-    """The compressed RLE of a box-only annotation's mask: the pixels its box covers (the same
-    pixels :func:`botnet.data.coco.decode_masks` gave such annotations)."""
-    import numpy as np
-    from pycocotools import mask as mask_utils
-
-    x, y, w, h = box
-    mask = np.zeros((height, width), dtype=np.uint8, order="F")
-    mask[int(y):int(math.ceil(y + h)), int(x):int(math.ceil(x + w))] = 1
-    rle = mask_utils.encode(mask)
-    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
-
-
-def complete_annotations(data: dict) -> int:
-    """Fill what COCO evaluation reads but a valid file may leave out; call on validated data.
-
-    An annotation without a ``segmentation`` gets its box as its mask (an RLE), and one without
-    an ``area`` the area COCO tools compute: the pixel count of its mask. Returns how many
-    annotations were completed."""
-    from pycocotools import mask as mask_utils
-
-    images = {img["id"]: img for img in data["images"]}
-    completed = 0
-    for ann in data["annotations"]:
-        if "area" in ann and "segmentation" in ann:
-            continue
-        img = images[ann["image_id"]]
-        if ann.get("segmentation") is None:
-            ann["segmentation"] = box_mask_rle(ann["bbox"], img["height"], img["width"])
-        if "area" not in ann:
-            seg = ann["segmentation"]
-            if isinstance(seg, dict) and isinstance(seg["counts"], list):
-                ann["area"] = float(sum(seg["counts"][1::2]))
-            elif isinstance(seg, dict):
-                ann["area"] = float(mask_utils.area({"size": seg["size"], "counts": seg["counts"].encode()}))
-            else:
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, img["height"], img["width"]))
-                ann["area"] = float(mask_utils.area(rle))
-        completed += 1
-    return completed
+    return problems, upright

@@ -7,6 +7,12 @@ to prediction (a path, a PIL image, a tensor) and returns a (3, H, W) tensor, wi
 
 High bit depths are scaled, not clipped: a 16-bit PNG (PIL modes ``I;16*`` and ``I``) keeps its
 top 8 bits, so that 0..65535 maps onto 0..255 as a viewer shows it.
+
+Photos are turned upright by their EXIF orientation tag, as viewers, browsers, labelling tools and
+detectron2's ``read_image`` show them: phones store a portrait photo as a landscape bitmap plus a
+tag saying how to turn it. A COCO file may instead hold annotations in the stored frame (tools
+that ignore the tag): :mod:`botnet.data.coco_validate` tells the two apart by the image sizes the
+file declares, and the dataset then reads its images as stored (``load_rgb(upright=False)``).
 """
 from __future__ import annotations
 
@@ -15,13 +21,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from botnet.errors import UserError
 
 #: what a decoder may raise for a bad file (truncated, not an image, a decompression bomb)
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: the EXIF tag of the orientation in which a photo is meant to be seen (1: as stored; 5-8 turn it
+#: a quarter, swapping width and height)
+EXIF_ORIENTATION = 0x0112
 
 ImageLike = Any  # PIL.Image.Image | str | os.PathLike | torch.Tensor
 
@@ -35,17 +44,38 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # convert() decodes the whole file, so truncation shows here
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """The file decoded as an 8-bit RGB image; the decoder's errors (``DECODE_ERRORS``) propagate."""
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation of an open image, 1..8; 1 (as stored) without a tag or with one that
+    does not parse. Reads the header only."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except DECODE_ERRORS:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The (width, height) of an image of stored ``size`` once turned by its EXIF ``orientation``."""
+    return (size[1], size[0]) if orientation >= 5 else tuple(size)
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    return ImageOps.exif_transpose(im) if exif_orientation(im) != 1 else im
+
+
+def load_rgb(path: str | os.PathLike, upright: bool = True) -> Image.Image:
+    """The file decoded as an 8-bit RGB image, turned upright by its EXIF orientation (``upright``;
+    else as stored); the decoder's errors (``DECODE_ERRORS``) propagate."""
     with Image.open(path) as im:
-        return _to_rgb(im)
+        return _to_rgb(_upright(im) if upright else im)
 
 
 def read_image(item: ImageLike) -> torch.Tensor:
     """One image as a (3, H, W) tensor: uint8 from files, PIL images and uint8 tensors, float32 in
     [0, 1] from floating-point tensors.
 
-    Paths and PIL images are decoded as RGB. Tensors are (C, H, W) with C = 1 or 3, either uint8
+    Paths and PIL images are decoded as RGB and turned upright by their EXIF orientation (as
+    viewers show them). Tensors are (C, H, W) with C = 1 or 3, either uint8
     (0..255) or floating point with finite values in [0, 1] (not normalised); any other dtype or
     range is refused rather than guessed at."""
     from torchvision.transforms.v2 import functional as TF
@@ -58,7 +88,7 @@ def read_image(item: ImageLike) -> torch.Tensor:
         except DECODE_ERRORS as e:
             raise UserError(f"{item}: unreadable image ({type(e).__name__}: {e})") from None
     if isinstance(item, Image.Image):
-        return TF.pil_to_tensor(_to_rgb(item))
+        return TF.pil_to_tensor(_to_rgb(_upright(item)))
     if isinstance(item, torch.Tensor):
         if item.dim() != 3 or item.shape[0] not in (1, 3):
             raise UserError(f"an image tensor must be (C, H, W) with 1 or 3 channels, got shape {tuple(item.shape)}")
