@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from botnet.data.coco import CocoDetection, collate_detection, decode_masks, load_coco
+from botnet.data.coco import CocoDetection, collate_detection, decode_masks, decode_rle, load_coco
 from botnet.data.imagefolder import Unreadable
 from botnet.errors import DataError
 
@@ -128,3 +128,26 @@ def test_unreadable_image_is_set_aside_or_stops_when_strict(tmp_path):
     strict = CocoDetection(img_dir, ann, strict=True)
     with pytest.raises(DataError, match="b.png"):
         strict[1]
+
+
+def test_polygons_rasterised_in_their_window_equal_whole_image_rasterising():
+    # decode_masks rasterises each polygon in the part of the image it can touch: the pixels must
+    # be exactly pycocotools' over the whole image, for fractional, edge-crossing and multi-part
+    # polygons (coordinates a little outside the image included)
+    rng = np.random.default_rng(0)
+    height, width = 57, 83
+    anns = []
+    for _ in range(300):
+        parts = []
+        for _ in range(int(rng.integers(1, 3))):
+            cx, cy = rng.uniform(-3, width + 3), rng.uniform(-3, height + 3)
+            r = rng.uniform(0.3, 25)
+            angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 12))))
+            xs = cx + r * rng.uniform(0.3, 1, angles.size) * np.cos(angles)
+            ys = cy + r * rng.uniform(0.3, 1, angles.size) * np.sin(angles)
+            parts.append(np.stack([xs, ys], 1).ravel().round(int(rng.integers(0, 4))).tolist())
+        anns.append({"segmentation": parts, "bbox": [0, 0, 1, 1]})
+    masks = decode_masks(anns, height, width)
+    whole = np.stack([decode_rle(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], height, width)))
+                      for a in anns])
+    assert whole.sum() > 0 and (masks == whole).all()

@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from botnet.data.coco_validate import BOX_TOLERANCE, check_coco, read_coco_json, validate_coco
+from botnet.data.coco_validate import BOX_TOLERANCE, check_coco, read_coco_json, rle_string_counts, validate_coco
 from botnet.data.imagefolder import Unreadable
 from botnet.data.images import DECODE_ERRORS, load_rgb
 from botnet.errors import DataError
@@ -102,8 +102,45 @@ def decode_rle(rle: dict) -> np.ndarray:
         return mask_utils.decode(rle)
 
 
+def polygon_window(polygons: list[list[float]], height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right): the part of an image that polygons can touch, a pixel of margin
+    on each side (pycocotools rounds the outline to a fifth of a pixel), clipped to the image."""
+    xs = np.concatenate([np.asarray(p[0::2], dtype=np.float64) for p in polygons])
+    ys = np.concatenate([np.asarray(p[1::2], dtype=np.float64) for p in polygons])
+    left, top = (int(np.clip(np.floor(v.min()) - 1, 0, size)) for v, size in ((xs, width), (ys, height)))
+    right, bottom = (int(np.clip(np.ceil(v.max()) + 2, 0, size)) for v, size in ((xs, width), (ys, height)))
+    return top, left, bottom, right
+
+
+def _polygon_mask(polygons: list[list[float]], height: int, width: int) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """``(window, pixels)``: pycocotools' mask of polygons on the whole image, decoded in their
+    :func:`polygon_window` only; None when the window is empty or the mask leaves it."""
+    top, left, bottom, right = window = polygon_window(polygons, height, width)
+    if bottom <= top or right <= left:
+        return None
+    rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    ends = np.cumsum(np.asarray(rle_string_counts(rle["counts"].decode("ascii")), dtype=np.int64))
+    first, last = ends[0:-1:2], ends[1::2] - 1  # runs of ones, column-major over the image
+    keep = last >= first
+    rows, cols = bottom - top, right - left
+    # a run stays in one column of the window (one that wraps a column touches the top and bottom
+    # rows, and then the window holds every row)
+    spots = [(p // height - left) * rows + p % height - top for p in (first[keep], last[keep])]
+    if any(((s < 0) | (s >= rows * cols)).any() for s in spots):
+        return None
+    flat = np.zeros(rows * cols + 1, dtype=np.int32)
+    np.add.at(flat, spots[0], 1)
+    np.add.at(flat, spots[1] + 1, -1)
+    return window, np.cumsum(flat[:-1]).astype(np.uint8).reshape(cols, rows).T
+
+
 def decode_masks(anns: list[dict], height: int, width: int) -> np.ndarray:
-    """(N, H, W) uint8 masks from polygon or RLE segmentations."""
+    """(N, H, W) uint8 masks from polygon or RLE segmentations.
+
+    A polygon's mask is pycocotools' over the whole image (its run-length code), decoded in the
+    window of the image the polygon can touch (:func:`polygon_window`): the work follows the
+    object's size rather than the photo's (on a 12-megapixel photo 0.7 ms per object, against
+    22 ms decoded whole: ``benchmarks/data_loading.py``)."""
     masks = np.zeros((len(anns), height, width), dtype=np.uint8)
     for i, ann in enumerate(anns):
         seg = ann.get("segmentation")
@@ -112,6 +149,11 @@ def decode_masks(anns: list[dict], height: int, width: int) -> np.ndarray:
             masks[i, int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))] = 1
             continue
         if isinstance(seg, list):
+            windowed = _polygon_mask(seg, height, width)
+            if windowed is not None:
+                (top, left, bottom, right), pixels = windowed
+                masks[i, top:bottom, left:right] = pixels
+                continue
             rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
         elif isinstance(seg["counts"], list):
             rle = mask_utils.frPyObjects(seg, height, width)
