@@ -100,3 +100,25 @@ def test_the_measurement_leaves_the_model_and_the_random_state_as_they_were():
     after = rng_state()
     assert torch.equal(after["torch"], state["torch"]) and after["python"] == state["python"]
     assert torch.equal(after["numpy"][1], state["numpy"][1])
+
+
+def test_the_measurement_says_so_first_and_stops_at_its_budget(bf16_cpu, monkeypatch, capsys):
+    from tests.engine.toy_task import ToyTask
+
+    task = ToyTask()
+    steps = []
+    real_step = task.training_step
+    monkeypatch.setattr(task, "training_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    assert _choose(task)[0] in ("bf16", "fp32")
+    assert "amp auto: timing training steps in bf16 and in fp32 before training" in capsys.readouterr().err
+    assert len(steps) == 2 * ac.ROUNDS
+    # past its budget, a measurement still times a warm step of each precision, then stops
+    steps.clear()
+    model, data = task.build_model(), task.build_datasets()[0]
+    times = ac.step_times(task, model, data, 8, torch.device("cpu"), budget_s=0)
+    assert len(steps) == 4 and set(times) == {"fp32", "bf16"}
+    # steps as long as LONG_STEP_S: the first of each counts as it is
+    steps.clear()
+    monkeypatch.setattr(ac, "LONG_STEP_S", 0.0)
+    times = ac.step_times(task, model, data, 8, torch.device("cpu"))
+    assert len(steps) == 2 and all(t > 0 for t in times.values())

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,20 +44,31 @@ FP32_MARGIN = 1.25
 #: training steps per precision: the first warms up (oneDNN builds its kernels), the fastest of the
 #: rest counts; the precisions alternate
 ROUNDS = 3
+#: seconds after which no further round starts once every precision has a timed step
+BUDGET_S = 30.0
+#: a first step this long (seconds) in every precision counts as it is: kernel set-up is lost in it
+#: (a large model on a small CPU: BoTNet-50 at 1024, batch 8, took 34 s in bf16 on 2 AMD EPYC cores)
+LONG_STEP_S = 3.0
 
 
 def step_times(task: Task, model: nn.Module, dataset, batch_size: int, device: torch.device,
-               amps=("fp32", "bf16"), rounds: int = ROUNDS) -> dict[str, float]:
+               amps=("fp32", "bf16"), rounds: int = ROUNDS, budget_s: float = BUDGET_S) -> dict[str, float]:
     """Seconds of one training step (forward, backward) of a copy of ``model`` on the first
     ``batch_size`` samples of ``dataset`` in each precision of ``amps``: the fastest of the timed
-    rounds. The random state and ``model`` are left as they were."""
+    rounds (``rounds``; fewer once ``budget_s`` has passed, never under 2; one when every first
+    step takes ``LONG_STEP_S`` or more). The random state and ``model`` are left as they were."""
     state = ckpt.rng_state()
     collate = task.collate_fn(train=True) or default_collate
     batch = collate([dataset[i] for i in range(min(batch_size, len(dataset)))])
     trial = copy.deepcopy(model).train()
     times: dict[str, list[float]] = {amp: [] for amp in amps}
+    begun = time.perf_counter()
     try:
-        for _ in range(rounds):
+        for round_ in range(rounds):
+            if round_ == 1 and min(t[0] for t in times.values()) >= LONG_STEP_S:
+                break
+            if round_ >= 2 and time.perf_counter() - begun > budget_s:
+                break
             for amp in amps:
                 started = time.perf_counter()
                 with autocast(device, amp):
@@ -127,6 +139,10 @@ def choose_training_amp(task: Task, model: nn.Module, dataset, cfg: TrainConfig,
     if isinstance(known, dict) and known.get("amp") in ("bf16", "fp32"):
         choice, times, how = known["amp"], known, f"measured earlier, {path}"
     else:
+        if du.rank() == 0:  # a large model's steps on a small CPU take a while: say what is happening
+            print(f"amp auto: timing training steps in bf16 and in fp32 before training, to train in the faster "
+                  f"(up to {ROUNDS} of each, one where a step takes {LONG_STEP_S:.0f} s or more); once per machine and "
+                  f"settings, kept in {path}; amp.dtype bf16 or fp32 skips this", file=sys.stderr, flush=True)
         measured = step_times(task, model, dataset, cfg.train.batch_size, device)
         choice = faster(measured)
         times, how = {"amp": choice, **{k: round(v, 4) for k, v in measured.items()}}, "measured"
