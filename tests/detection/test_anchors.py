@@ -91,3 +91,22 @@ def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monk
     api.train_detector(cfg, tmp_path / "run")
     sizes = seen["cfg"].model.anchor_sizes
     assert isinstance(sizes, list) and sizes == fit_anchors(cfg, say=lambda _: None).model.anchor_sizes and sizes[0] < 32
+
+
+@pytest.mark.parametrize("name, weights, resume, hinted", [
+    ("botnet50", None, None, True),          # ImageNet weights exist, the run starts random: say so
+    ("resnet101", None, None, True),
+    ("botnet50", "imagenet", None, False),
+    ("botnet_tiny", None, None, False),      # no ImageNet weights for it
+    ("botnet50", None, "run/last.pt", False),  # a resumed run has its weights
+])
+def test_training_a_random_backbone_says_the_paper_starts_from_imagenet(monkeypatch, capsys, tmp_path,
+                                                                        name, weights, resume, hinted):
+    from botnet.detection import api
+    from botnet.detection.config import DetectionConfig, DetModelConfig
+
+    monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None: None)
+    monkeypatch.setattr(api.DetectionTask, "for_training", classmethod(lambda cls, cfg: None))
+    api.train_detector(DetectionConfig(model=DetModelConfig(name=name, backbone_weights=weights)), tmp_path, resume)
+    said = capsys.readouterr().err
+    assert (f"backbone {name} starts from random weights" in said and "--backbone-weights imagenet" in said) == hinted

@@ -22,11 +22,27 @@ def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,
     """Train a detector on ``cfg.data`` into ``out_dir``; returns the final metrics. With
     ``model.anchor_sizes: auto`` the anchors are fitted to the training boxes first (the run's
     config.yaml keeps the fitted values, so a resumed run and the weights' metadata use them)."""
+    say = lambda line: print(line, file=sys.stderr) if du.rank() == 0 else None  # noqa: E731
     if cfg.model.anchor_sizes == "auto":
         from botnet.detection.anchors import fit_anchors
 
-        cfg = fit_anchors(cfg, say=lambda line: print(line, file=sys.stderr) if du.rank() == 0 else None)
+        cfg = fit_anchors(cfg, say=say)
+    hint = random_backbone_hint(cfg.model) if resume is None else None
+    if hint:
+        say(hint)
     return train(DetectionTask.for_training(cfg), cfg, out_dir, resume=resume)
+
+
+def random_backbone_hint(model: DetModelConfig) -> str | None:
+    """A line for a run whose backbone starts random though ImageNet weights exist for it: the
+    paper (arXiv 2101.11605, the COCO experiments) starts the ResNet layers from ImageNet weights."""
+    from botnet.models import get_model_config
+    from botnet.pretrained import imagenet_source_for
+
+    if model.backbone_weights is not None or imagenet_source_for(model.name, get_model_config(model.name)) is None:
+        return None
+    return (f"backbone {model.name} starts from random weights; the paper starts from ImageNet weights "
+            f"(--backbone-weights imagenet, fetched once into the torch hub cache; docs/pretrained.md)")
 
 
 def _task_for_weights(meta: dict[str, Any], strict: bool, canvas: int) -> DetectionTask:
