@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 from botnet.classification.config import ClsDataConfig
 from botnet.classification.transforms import eval_transform, train_transform
 from botnet.cli import main
-from botnet.data.imagefolder import ImageFolderDataset, Unreadable, collate_skipping, scan_image_folder
+from botnet.data.imagefolder import ImageFolderDataset, Unreadable, collate_skipping, scan_image_folder, split_folder
 from botnet.errors import DataError
 
 
@@ -49,6 +49,19 @@ def test_layout_errors_before_training(colour_copy, tmp_path, capsys, what):
     err = capsys.readouterr().err
     assert code == 2 and expected in err and "Traceback" not in err
     assert not (out / "config.yaml").exists()  # nothing started
+
+
+@pytest.mark.parametrize("name", ["validation", "valid"])
+def test_the_validation_split_may_be_named_as_timm_accepts(colour_copy, name):
+    (colour_copy / "val").rename(colour_copy / name)
+    classes, samples = scan_image_folder(colour_copy)
+    assert classes == ["blue", "green", "red", "yellow"] and len(samples["val"]) == 24
+    assert all(f"/{name}/" in path for path, _ in samples["val"])
+    assert split_folder(colour_copy, "val") == colour_copy / name  # what `eval cls` reads
+    (colour_copy / name / "yellow").rename(colour_copy / name / "purple")
+    with pytest.raises(DataError) as info:
+        scan_image_folder(colour_copy)
+    assert f"only in {name}/: purple" in str(info.value)
 
 
 def test_different_class_sets_list_both_sides(colour_copy):

@@ -145,3 +145,16 @@ def test_batchnorm_follows_the_device():
     state = plain.state_dict()
     assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
     torch.testing.assert_close(plain(x), expected)
+
+
+def test_a_batch_larger_than_the_training_set_names_the_batch_size_that_fits(tmp_path):
+    from botnet.engine import train
+    from botnet.errors import UserError
+    from tests.engine.toy_task import ToyTask, toy_config
+
+    task = ToyTask()
+    n = len(task.build_datasets()[0])
+    with pytest.raises(UserError, match=f"the training set has {n} images: fewer than one optimizer step .*"
+                                        f"set --batch-size \\(train.batch_size\\) to at most {n}$"):
+        train(task, toy_config(**{"train.batch_size": n + 1}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

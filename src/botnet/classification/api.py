@@ -7,6 +7,7 @@ from typing import Any
 
 from botnet.classification.config import ClassificationConfig, ClsDataConfig, ClsModelConfig
 from botnet.classification.task import ClassificationTask
+from botnet.data.imagefolder import split_folder
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.errors import UserError
@@ -73,7 +74,7 @@ def evaluate_classifier(
         raise UserError(f"{weights}: no class names in this file; use the model.safetensors or best.safetensors "
                         "of a classification run")
     task = _task_for_weights(loaded, strict)
-    split_dir = Path(data) / split if (Path(data) / split).is_dir() else Path(data)
+    split_dir = split_folder(data, split) or Path(data)
     dataset = task.eval_dataset(split_dir)
     result = evaluate(task, loaded.model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp,
                       channels_last=dev.type == "cuda")

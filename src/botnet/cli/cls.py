@@ -13,7 +13,7 @@ def register(cli) -> None:
     p = cli.task_command("train", "cls", help="train an image classifier on an ImageFolder dataset",
                          epilog="Under torchrun every process runs this same command: "
                                 "torchrun --nproc_per_node 8 -m botnet train cls ...")
-    p.add_argument("--data", help="folder with train/<class>/* and val/<class>/*")
+    p.add_argument("--data", help="folder with train/<class>/* and val/<class>/* (or validation/, valid/)")
     p.add_argument("--model", help="registered model name (botnet models lists them)")
     p.add_argument("--img-size", type=int, help="resolution (default: the model's)")
     p.add_argument("--weights", metavar="SOURCE", help="start from: imagenet, timm:NAME, torchvision:ENUM.NAME or "

@@ -1,4 +1,5 @@
-"""Image-classification folders: ``ROOT/train/<class>/<image>`` and ``ROOT/val/<class>/<image>``.
+"""Image-classification folders: ``ROOT/train/<class>/<image>`` and ``ROOT/val/<class>/<image>``
+(the validation split may also be named ``validation/`` or ``valid/``, as timm accepts).
 
 The layout is checked in full before training (every problem is listed in one error): a missing
 ``train/`` or ``val/``, a split without class folders, empty class folders, and class sets that
@@ -19,6 +20,8 @@ from torch.utils.data import Dataset, default_collate
 from botnet.data.images import DECODE_ERRORS, load_rgb
 from botnet.errors import DataError
 
+#: the folder names of each split, in the order they are looked for
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid")}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
 
@@ -93,19 +96,28 @@ def scan_split(split_dir: str | os.PathLike) -> tuple[list[str], list[tuple[str,
     return [p.name for p in classes], samples
 
 
+def split_folder(root: str | os.PathLike, split: str) -> Path | None:
+    """The folder of ``split`` under ``root`` (the first of its ``SPLIT_FOLDERS`` names found), or None."""
+    for name in SPLIT_FOLDERS.get(split, (split,)):
+        if (Path(root) / name).is_dir():
+            return Path(root) / name
+    return None
+
+
 def scan_image_folder(root: str | os.PathLike, splits: Sequence[str] = ("train", "val")):
-    """Scan ``root/<split>`` for each split; every split must have the same class folders.
-    Returns (class names, {split: samples})."""
+    """Scan the folder of each split under ``root`` (:func:`split_folder`); every split must have
+    the same class folders. Returns (class names, {split: samples})."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
-    missing = [s for s in splits if not (root / s).is_dir()]
+    folders = {s: split_folder(root, s) for s in splits}
+    missing = [" or ".join(n + "/" for n in SPLIT_FOLDERS.get(s, (s,))) for s in splits if folders[s] is None]
     if missing:
         raise DataError(
-            f"{root}: missing {', '.join(s + '/' for s in missing)} (expected {root}/"
+            f"{root}: missing {', '.join(missing)} (expected {root}/"
             f"{{{','.join(splits)}}}/<class>/<image>)"
         )
-    scanned = {s: scan_split(root / s) for s in splits}
+    scanned = {s: scan_split(folders[s]) for s in splits}
     classes = scanned[splits[0]][0]
     problems = []
     for split in splits[1:]:
@@ -114,9 +126,9 @@ def scan_image_folder(root: str | os.PathLike, splits: Sequence[str] = ("train",
             only_first = sorted(set(classes) - set(other))
             only_other = sorted(set(other) - set(classes))
             if only_first:
-                problems.append(f"only in {splits[0]}/: {', '.join(only_first)}")
+                problems.append(f"only in {folders[splits[0]].name}/: {', '.join(only_first)}")
             if only_other:
-                problems.append(f"only in {split}/: {', '.join(only_other)}")
+                problems.append(f"only in {folders[split].name}/: {', '.join(only_other)}")
     if problems:
         raise DataError(f"{root}: the splits have different class folders", problems)
     return classes, {s: scanned[s][1] for s in splits}

@@ -100,10 +100,10 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.loader) // tc.accum_steps
         if self.steps_per_epoch == 0:
-            raise UserError(
-                f"the training set has {len(self.train_set)} images: fewer than one optimizer step "
-                f"({tc.batch_size} x {tc.accum_steps} accumulation x {info.world_size} processes)"
-            )
+            raise UserError(f"the training set has {len(self.train_set)} images: fewer than one optimizer step "
+                            f"({tc.batch_size} x {tc.accum_steps} accumulation x {info.world_size} processes); set "
+                            f"--batch-size (train.batch_size) to at most "
+                            f"{max(1, len(self.train_set) // (tc.accum_steps * info.world_size))}")
         self.total_steps = tc.epochs * self.steps_per_epoch
         self.global_batch = tc.batch_size * tc.accum_steps * info.world_size
         self.optimizer = build_optimizer(model, cfg.optim, self.global_batch)
