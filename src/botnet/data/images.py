@@ -41,7 +41,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         bits = 16 if im.mode.startswith("I;16") else max(16, int(np.asarray(im).max()).bit_length())
         arr = np.asarray(im).astype(np.int64) >> (bits - 8)
         im = Image.fromarray(arr.clip(0, 255).astype(np.uint8), mode="L")
-    return im.convert("RGB")  # convert() decodes the whole file, so truncation shows here
+    if im.mode == "RGB":
+        im.load()  # decodes the whole file, so truncation shows here; no converted copy needed
+        return im
+    return im.convert("RGB")  # convert() decodes the whole file too
 
 
 def exif_orientation(im: Image.Image) -> int:
