@@ -131,3 +131,15 @@ def test_file_name_in_a_subfolder_is_fine(coco_set):
               {"id": 2, "file_name": "sub/./c.png", "width": 32, "height": 24}]
     coco_set.write(images=images)
     assert len(load_coco(coco_set.ann, coco_set.images).imgs) == 2
+
+
+# -- image sizes written as floats ----------------------------------------------------------------
+
+
+def test_integral_float_sizes_are_read_as_integers(coco_set, tmp_path, capsys):
+    b = {"id": 2, "file_name": "b.png", "width": 32, "height": 24}
+    coco_set.write(images=[{"id": 1, "file_name": "a.png", "width": 32.0, "height": 24.0}, b])
+    width = load_coco(coco_set.ann, coco_set.images).imgs[1]["width"]
+    assert width == 32 and isinstance(width, int)  # an int, as pycocotools wants
+    coco_set.write(images=[{"id": 1, "file_name": "a.png", "width": 32.5, "height": 24}, b])
+    _refused(capsys, coco_set, tmp_path, "image id 1", "'width' and 'height' must be positive integers")

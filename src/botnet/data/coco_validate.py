@@ -160,8 +160,11 @@ def _check_images(data: dict, where: str, image_dir, check_images: bool, problem
         if iid in images:
             problems.append(f"{where}: image id {iid} appears twice")
             continue
+        for key in ("width", "height"):  # 640.0, as some exporters write it, is 640
+            if isinstance(img.get(key), float) and img[key].is_integer():
+                img[key] = int(img[key])
         w, h, name = img.get("width"), img.get("height"), img.get("file_name")
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+        if not (isinstance(w, int) and isinstance(h, int) and not isinstance(w, bool) and w > 0 and h > 0):
             problems.append(f"{where}: image id {iid}: 'width' and 'height' must be positive integers")
             continue
         if not isinstance(name, str) or not name:
