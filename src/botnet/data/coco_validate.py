@@ -164,7 +164,7 @@ def _check_images(data: dict, where: str, image_dir, check_images: bool, problem
             if isinstance(img.get(key), float) and img[key].is_integer():
                 img[key] = int(img[key])
         w, h, name = img.get("width"), img.get("height"), img.get("file_name")
-        if not (isinstance(w, int) and isinstance(h, int) and not isinstance(w, bool) and w > 0 and h > 0):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
             problems.append(f"{where}: image id {iid}: 'width' and 'height' must be positive integers")
             continue
         if not isinstance(name, str) or not name:

@@ -22,15 +22,19 @@ def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,
     """Train a detector on ``cfg.data`` into ``out_dir``; returns the final metrics. With
     ``model.anchor_sizes: auto`` the anchors are fitted to the training boxes first (the run's
     config.yaml keeps the fitted values, so a resumed run and the weights' metadata use them)."""
-    say = lambda line: print(line, file=sys.stderr) if du.rank() == 0 else None  # noqa: E731
     if cfg.model.anchor_sizes == "auto":
         from botnet.detection.anchors import fit_anchors
 
-        cfg = fit_anchors(cfg, say=say)
+        cfg = fit_anchors(cfg, say=_say)
     hint = random_backbone_hint(cfg.model) if resume is None else None
     if hint:
-        say(hint)
+        _say(hint)
     return train(DetectionTask.for_training(cfg), cfg, out_dir, resume=resume)
+
+
+def _say(line: str) -> None:
+    if du.rank() == 0:
+        print(line, file=sys.stderr)
 
 
 def random_backbone_hint(model: DetModelConfig) -> str | None:
