@@ -71,3 +71,19 @@ def test_convert_img_size_out_of_range(cls_weights, tmp_path, capsys, size):
     code, err = run_cli(capsys, "convert", cls_weights, "--model", "botnet_s1_tiny", "--out", out, "--img-size", size)
     assert code == 2 and "--img-size" in err
     assert not out.exists()
+
+
+def test_predict_takes_folders_of_images(colour_folder, cls_weights, coco_set, det_weights, tmp_path, capsys):
+    from botnet.cli import main
+
+    capsys.readouterr()
+    assert main(["predict", "cls", str(colour_folder / "val"), "--weights", str(cls_weights), "--device", "cpu"]) == 0
+    named = [line for line in capsys.readouterr().out.splitlines() if line.endswith(".png")]
+    assert len(named) == 24 and named == sorted(named)  # 4 classes x 6, every level of the folder
+    code, _ = run_cli(capsys, "predict", "det", coco_set.images, "--weights", det_weights, "--out", tmp_path / "pred",
+                      "--device", "cpu")
+    assert code == 0 and sorted(listing(tmp_path / "pred")) == ["a.png", "b.png", "detections.json"]
+    empty = tmp_path / "empty"
+    (empty / ".hidden").mkdir(parents=True)
+    code, err = run_cli(capsys, "predict", "cls", empty, "--weights", cls_weights, "--device", "cpu")
+    assert code == 2 and f"{empty}: a folder without image files" in err

@@ -74,6 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     import botnet
+    from botnet.data.images import expand_images
     from botnet.engine.distributed import select_device
 
     predictor = botnet.load(args.weights, img_size=args.img_size, device=select_device(args.device))
@@ -81,7 +82,8 @@ def _predict(args: argparse.Namespace) -> int:
         from botnet.errors import UserError
 
         raise UserError(f"{args.weights}: detection weights; use `botnet predict det`")
-    for path, result in zip(args.images, predictor.predict(args.images, topk=args.topk)):
+    images = expand_images(args.images)
+    for path, result in zip(images, predictor.predict(images, topk=args.topk)):
         print(path)
         for name, prob in zip(result.labels, result.probs):
             print(f"  {prob:7.4f}  {name}")

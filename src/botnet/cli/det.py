@@ -136,6 +136,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     import botnet
+    from botnet.data.images import expand_images
     from botnet.detection.predict import write_predictions
     from botnet.engine.distributed import select_device
     from botnet.errors import UserError
@@ -143,7 +144,7 @@ def _predict(args: argparse.Namespace) -> int:
     predictor = botnet.load(args.weights, img_size=args.canvas, device=select_device(args.device))
     if predictor.task != "det":
         raise UserError(f"{args.weights}: classification weights; use `botnet predict cls`")
-    doc = write_predictions(predictor.model, args.images, predictor.class_names, args.out,
+    doc = write_predictions(predictor.model, expand_images(args.images), predictor.class_names, args.out,
                             cat_ids=predictor.metadata.get("cat_ids"), score_thresh=args.score_thresh,
                             device=predictor.device)
     names = {c["id"]: c["name"] for c in doc["categories"]}

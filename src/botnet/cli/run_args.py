@@ -38,7 +38,7 @@ def add_eval_args(p: argparse.ArgumentParser, outputs: str, batch_size: int) -> 
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
     """The flags every ``botnet predict TASK`` takes."""
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them (read through)")
     p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
     p.add_argument("--device", choices=DEVICES, default="auto")
 

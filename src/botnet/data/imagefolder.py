@@ -17,12 +17,11 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from botnet.data.images import DECODE_ERRORS, load_rgb
+from botnet.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, load_rgb
 from botnet.errors import DataError
 
 #: the folder names of each split, in the order they are looked for
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid")}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
 
 class Unreadable(NamedTuple):
