@@ -20,6 +20,8 @@ from torchvision.transforms.v2 import functional as F
 SCALE_RANGES = {"standard": (0.8, 1.25), "large": (0.5, 2.0), "xlarge": (0.1, 2.0)}
 
 _SPATIAL = ("boxes", "masks")
+#: the detector output key of the image's (height, width) when its masks are left small
+IMAGE_SIZE = "image_size"
 
 
 def _apply(fn, image, target: dict, **kwargs):
@@ -132,7 +134,22 @@ class AnyAspectRCNNTransform(GeneralizedRCNNTransform):
     """torchvision's detector transform (resize so that the longer side fits the canvas, normalise,
     batch), except that the shorter side keeps at least one pixel: a 4000 x 20 image on a
     1024 canvas would otherwise be resized to 0 pixels and fail inside the detector. Images that
-    keep a pixel anyway go through torchvision's own resize, unchanged."""
+    keep a pixel anyway go through torchvision's own resize, unchanged.
+
+    With ``paste_masks`` False (:func:`botnet.detection.masks.unpasted_masks`) the output keeps
+    each detection's small mask and the image's (height, width) instead of image-sized masks."""
+
+    paste_masks: bool = True
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        if torch.jit.is_scripting() or torchvision._is_tracing() or self.training or self.paste_masks:
+            return super().postprocess(result, image_shapes, original_image_sizes)
+        small = [pred.pop("masks", None) for pred in result]
+        result = super().postprocess(result, image_shapes, original_image_sizes)
+        for pred, masks, size in zip(result, small, original_image_sizes):
+            if masks is not None:
+                pred["masks"], pred[IMAGE_SIZE] = masks, size
+        return result
 
     def resize(self, image: torch.Tensor, target: dict | None = None):
         if torch.jit.is_scripting() or torchvision._is_tracing() or self.fixed_size is not None:

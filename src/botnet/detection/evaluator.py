@@ -18,6 +18,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from botnet.detection.masks import IMAGE_SIZE, mask_rles
 from botnet.engine import distributed as du
 
 # COCOeval.stats order for bbox and segm
@@ -28,7 +29,8 @@ IOU_PREFIX = {"bbox": "box", "segm": "mask"}
 def detections_to_coco(output: dict, image_id: int, label_to_cat: dict[int, int],
                        mask_threshold: float = 0.5) -> list[dict]:
     """One image's model output (boxes XYXY in image pixels, labels, scores, optional masks
-    (N, 1, H, W) probabilities) as COCO result dicts."""
+    (N, 1, H, W) probabilities, or small ones with the image's size: :mod:`botnet.detection.masks`)
+    as COCO result dicts."""
     boxes = output["boxes"].detach().float().cpu()
     scores = output["scores"].detach().float().cpu().tolist()
     labels = output["labels"].detach().cpu().tolist()
@@ -36,15 +38,19 @@ def detections_to_coco(output: dict, image_id: int, label_to_cat: dict[int, int]
     xywh[:, 2:] -= xywh[:, :2]
     xywh = xywh.tolist()
     rles = None
-    if "masks" in output and len(boxes):
+    if "masks" in output and len(boxes) and IMAGE_SIZE in output:
+        size = tuple(int(v) for v in output[IMAGE_SIZE])
+        rles = mask_rles(output["masks"].detach(), output["boxes"].detach(), size, mask_threshold)
+    elif "masks" in output and len(boxes):
         masks = (output["masks"].detach().float().cpu()[:, 0] > mask_threshold).numpy().astype(np.uint8)
-        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+        rles = [{"size": list(r["size"]), "counts": r["counts"].decode("ascii")}
+                for r in mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))]
     results = []
     for i in range(len(scores)):
         r = {"image_id": int(image_id), "category_id": int(label_to_cat[int(labels[i])]),
              "bbox": [round(v, 2) for v in xywh[i]], "score": round(float(scores[i]), 5)}
         if rles is not None:
-            r["segmentation"] = {"size": list(rles[i]["size"]), "counts": rles[i]["counts"].decode("ascii")}
+            r["segmentation"] = rles[i]
         results.append(r)
     return results
 

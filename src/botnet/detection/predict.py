@@ -13,6 +13,7 @@ from torch import nn
 
 from botnet.data.images import ImageLike, read_image
 from botnet.detection.evaluator import detections_to_coco, to_float_image
+from botnet.detection.masks import IMAGE_SIZE, paste_masks, unpasted_masks
 from botnet.detection.visualize import draw_detections, save_png
 from botnet.engine.evaluate import autocast
 from botnet.engine.progress import Progress
@@ -51,12 +52,14 @@ def detect(model: nn.Module, image: ImageLike, class_names: Sequence[str], *, sc
     pixels = read_image(image)
     h, w = pixels.shape[-2:]
     device = torch.device(device)
-    with autocast(device, amp):
+    with autocast(device, amp), unpasted_masks(model):
         out = model([to_float_image(pixels, device)])[0]
     keep = out["scores"] >= score_thresh
     ids = out["labels"][keep].cpu()
     masks = None
-    if "masks" in out:
+    if "masks" in out and IMAGE_SIZE in out:  # only the kept detections' masks at the image's size
+        masks = paste_masks(out["masks"][keep], out["boxes"][keep], (h, w))
+    elif "masks" in out:
         masks = out["masks"][keep].cpu()[:, 0] > 0.5 if keep.any() else torch.zeros(0, h, w, dtype=torch.bool)
     names = [class_names[i - 1] if 0 < i <= len(class_names) else str(i) for i in ids.tolist()]
     return Detections(out["boxes"][keep].float().cpu(), out["scores"][keep].float().cpu(), names, ids, masks)

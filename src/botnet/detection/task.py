@@ -13,6 +13,7 @@ from botnet.data.det_transforms import detection_train_transforms
 from botnet.detection.config import DetectionConfig
 from botnet.detection.evaluator import CocoEvaluator, to_float_image
 from botnet.detection.maskrcnn import build_maskrcnn
+from botnet.detection.masks import unpasted_masks
 from botnet.engine import distributed as du
 from botnet.engine.config import to_dict
 from botnet.engine.task import Evaluation, Task
@@ -147,7 +148,8 @@ class DetectionTask(Task):
             images, targets = self._unpack(batch, device)
             if not images:
                 continue
-            outputs = model(images)
+            with unpasted_masks(model):  # pasted one at a time into run-length codes
+                outputs = model(images)
             evaluator.update(outputs, [t["image_id"] for t in targets])
         evaluator.gather()
         metrics = evaluator.summarize()
