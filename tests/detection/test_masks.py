@@ -8,6 +8,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from botnet.detection.evaluator import detections_to_coco
 from botnet.detection.maskrcnn import build_maskrcnn
+from botnet.detection import masks as masks_module
 from botnet.detection.masks import IMAGE_SIZE, mask_rles, paste_masks, unpasted_masks
 from botnet.detection.predict import detect
 
@@ -24,7 +25,9 @@ def _detections(n, height, width, seed=0):
     return masks, boxes
 
 
-def test_one_at_a_time_equals_torchvisions_paste_and_coco_encoding():
+@pytest.mark.parametrize("budget", [0, 2**30])  # one at a time; all at once
+def test_one_at_a_time_equals_torchvisions_paste_and_coco_encoding(monkeypatch, budget):
+    monkeypatch.setattr(masks_module, "PASTE_BUDGET", budget)
     height, width = 37, 53
     masks, boxes = _detections(80, height, width)
     full = paste_masks_in_image(masks, boxes, (height, width))[:, 0] > 0.5
@@ -43,7 +46,9 @@ def detector():
     return model
 
 
-def test_evaluation_and_prediction_give_what_the_pasted_masks_give(detector, tmp_path):
+@pytest.mark.parametrize("budget", [0, 2**30])
+def test_evaluation_and_prediction_give_what_the_pasted_masks_give(detector, tmp_path, monkeypatch, budget):
+    monkeypatch.setattr(masks_module, "PASTE_BUDGET", budget)
     image = (torch.rand(3, 45, 70, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
     with torch.no_grad():
         pasted = detector([image.float() / 255])[0]

@@ -8,7 +8,8 @@ here one by one, with torchvision's own pasting (``paste_mask_in_image``: the bo
 mask's padding, bilinear resizing), into a strip of the image as wide as the box: the same pixels
 as the full paste, since the box moves by whole pixels. Evaluation keeps each mask only as its
 COCO run-length code (:func:`mask_rles`), prediction the masks of the detections it keeps
-(:func:`paste_masks`).
+(:func:`paste_masks`). Masks that fit ``PASTE_BUDGET`` together are pasted at once, as
+torchvision does (faster for many small images: the demo's evaluation).
 """
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from torch import nn
-from torchvision.models.detection.roi_heads import expand_boxes, expand_masks, paste_mask_in_image
+from torchvision.models.detection.roi_heads import expand_boxes, expand_masks, paste_mask_in_image, paste_masks_in_image
 
 from botnet.data.det_transforms import IMAGE_SIZE
 
-__all__ = ["IMAGE_SIZE", "mask_rles", "paste_masks", "unpasted_masks"]
+__all__ = ["IMAGE_SIZE", "PASTE_BUDGET", "mask_rles", "paste_masks", "unpasted_masks"]
+
+#: bytes of image-sized float32 masks that may be pasted at once; more go one at a time
+PASTE_BUDGET = 64 * 2**20
 
 
 @contextlib.contextmanager
@@ -43,6 +47,10 @@ def unpasted_masks(model: nn.Module) -> Iterator[None]:
         transform.paste_masks = before
 
 
+def _at_once(count: int, size: tuple[int, int]) -> bool:
+    return count * size[0] * size[1] * 4 <= PASTE_BUDGET
+
+
 def _strips(masks: torch.Tensor, boxes: torch.Tensor, width: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, int]]:
     """Per detection: its padded mask, its box in a strip of the image, and the strip's columns."""
     padded, scale = expand_masks(masks.float(), padding=1)  # as paste_masks_in_image does
@@ -57,6 +65,8 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
     """(N, 1, M, M) mask probabilities and their (N, 4) boxes in image pixels -> (N, H, W) bool
     masks, ``> threshold`` of torchvision's paste."""
     height, width = size
+    if _at_once(len(masks), size):
+        return (paste_masks_in_image(masks.float(), boxes.float(), size)[:, 0] > threshold).cpu()
     out = torch.zeros(len(masks), height, width, dtype=torch.bool)
     for i, (mask, box, left, right) in enumerate(_strips(masks, boxes, width)):
         if right > left:
@@ -68,6 +78,10 @@ def mask_rles(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], t
     """The COCO run-length codes (``counts`` as text) of :func:`paste_masks`, made a strip at a
     time: the image-sized masks never exist."""
     height, width = size
+    if _at_once(len(masks), size):
+        pasted = paste_masks(masks, boxes, size, threshold).numpy().astype(np.uint8)
+        return [{"size": [height, width], "counts": rle["counts"].decode("ascii")}
+                for rle in mask_utils.encode(np.asfortranarray(pasted.transpose(1, 2, 0)))]
     rles = []
     for mask, box, left, right in _strips(masks, boxes, width):
         column_major = np.zeros(0, dtype=bool)
