@@ -9,7 +9,10 @@ folder. Then, in one thread (as in one DataLoader worker), times per photo, roun
   (the straightforward way, and what ``decode_masks`` did before);
 - ``masks window``: ``decode_masks`` (pycocotools' run-length code of the whole photo, decoded in
   the polygon's window only); the two must give the same pixels, which is checked first;
-- ``item``: ``CocoDetection[i]`` with the training transform (canvas 1024, standard jitter, flip).
+- ``item``: ``CocoDetection[i]`` with the training transform (canvas 1024, standard jitter, flip),
+  the photo read whole;
+- ``item at 1280``: the same, the photo read at 1280 on its longer side (``max_side``, what
+  training sets: the canvas times the jitter's largest factor), a JPEG decoded at half size.
 
 Writes ``results/data_loading.md`` and ``.json``.
 
@@ -83,6 +86,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         img_dir, ann_file = make_photos(Path(tmp), args.images, args.objects)
         data = CocoDetection(img_dir, ann_file, transforms=detection_train_transforms(1024, "standard"))
+        reduced = CocoDetection(img_dir, ann_file, transforms=detection_train_transforms(1024, "standard"),
+                                max_side=1280)
         coco = data.coco
         anns = {i: coco.imgToAnns[i] for i in data.ids}
         for i in data.ids:  # the same pixels both ways
@@ -93,18 +98,21 @@ def main() -> None:
             "masks whole": lambda: [masks_whole(anns[i], HEIGHT, WIDTH) for i in data.ids],
             "masks window": lambda: [decode_masks(anns[i], HEIGHT, WIDTH) for i in data.ids],
             "item": lambda: [data[k] for k in range(len(data))],
+            "item at 1280": lambda: [reduced[k] for k in range(len(reduced))],
         }
         samples = common.alternate(candidates, args.rounds, 1, torch.device("cpu"))
     per_photo = {name: common.median_ms(s) / args.images for name, s in samples.items()}
     rows = [[name, per_photo[name]] for name in candidates]
     ratio = per_photo["masks whole"] / per_photo["masks window"]
+    reduction = per_photo["item"] / per_photo["item at 1280"]
     text = (f"**one photo**, {WIDTH} x {HEIGHT} JPEG with {args.objects} polygons, one thread, ms per photo "
             f"(median of {args.rounds} alternating rounds over {args.images} photos, wall clock)\n\n"
             + common.markdown_table(["step", "ms"], rows)
-            + f"\n\nmasks whole / masks window = {ratio:.1f} (the same pixels, checked on every photo)")
+            + f"\n\nmasks whole / masks window = {ratio:.1f} (the same pixels, checked on every photo); "
+              f"item / item at 1280 = {reduction:.1f}")
     common.write_report("data_loading", "Reading a phone photo's training sample (cpu)", info, [text],
                         {"images": args.images, "objects": args.objects, "rounds": args.rounds,
-                         "ms_per_photo": per_photo, "whole_over_window": ratio})
+                         "ms_per_photo": per_photo, "whole_over_window": ratio, "item_over_reduced": reduction})
 
 
 if __name__ == "__main__":

@@ -151,3 +151,33 @@ def test_polygons_rasterised_in_their_window_equal_whole_image_rasterising():
     whole = np.stack([decode_rle(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], height, width)))
                       for a in anns])
     assert whole.sum() > 0 and (masks == whole).all()
+
+
+def test_max_side_reads_a_large_image_smaller_with_its_boxes_and_masks(tmp_path):
+    # a 40 x 32 image with a white block at x 8..24, y 4..20, annotated three ways (polygon,
+    # compressed RLE, box only), read with max_side 20: everything at half the size
+    (tmp_path / "img").mkdir()
+    arr = np.zeros((32, 40, 3), np.uint8)
+    arr[4:20, 8:24] = 255
+    Image.fromarray(arr).save(tmp_path / "img" / "a.png")
+    block = np.zeros((32, 40), np.uint8)
+    block[4:20, 8:24] = 1
+    rle = mask_utils.encode(np.asfortranarray(block))
+    anns = [_box_ann(1, bbox=(8, 4, 16, 16), segmentation=[[8, 4, 24, 4, 24, 20, 8, 20]]),
+            _box_ann(2, bbox=(8, 4, 16, 16), segmentation={"size": [32, 40], "counts": rle["counts"].decode()}),
+            _box_ann(3, bbox=(8, 4, 16, 16))]
+    images = [{"id": 7, "file_name": "a.png", "width": 40, "height": 32}]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                   "categories": [{"id": 3, "name": "cat"}]}))
+    full_image, full = CocoDetection(tmp_path / "img", tmp_path / "ann.json")[0]
+    image, target = CocoDetection(tmp_path / "img", tmp_path / "ann.json", max_side=20)[0]
+    assert tuple(image.shape) == (3, 16, 20) and target["boxes"].canvas_size == (16, 20)
+    assert target["boxes"].tolist() == [[4.0, 2.0, 12.0, 10.0]] * 3
+    half = torch.zeros(16, 20, dtype=torch.uint8)
+    half[2:10, 4:12] = 1
+    assert all(torch.equal(m, half) for m in target["masks"].as_subclass(torch.Tensor))
+    # the image resized with it (antialiased: the block's edge pixels are blends)
+    assert (image[0][3:9, 5:11] == 255).all() and image[0][half.bool()].float().mean() > 230
+    assert (image[0][12:, :] == 0).all() and (image[0][:, 14:] == 0).all()
+    assert target["orig_size"] == (32, 40) and tuple(full_image.shape) == (3, 32, 40)
+    assert full["masks"].shape == (3, 32, 40)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from botnet.data.coco import CocoDetection
 from botnet.data.imagefolder import ImageFolderDataset
-from botnet.data.images import EXIF_ORIENTATION, load_rgb, read_image
+from botnet.data.images import EXIF_ORIENTATION, load_rgb, read_image, read_rgb
 from botnet.errors import DataError
 
 # the photo as a viewer shows it: 12 wide, 20 tall, a red block at x 2..7, y 11..17
@@ -110,3 +110,19 @@ def test_a_wrong_size_names_both_frames(tmp_path):
         CocoDetection(img_dir, ann)
     assert any("image is 20x12 (12x20 upright by its EXIF orientation) but" in p and "says 30x40" in p
                for p in e.value.problems)
+
+
+@pytest.mark.parametrize("declared, box", [((UPRIGHT_W, UPRIGHT_H), RED_UPRIGHT), ((UPRIGHT_H, UPRIGHT_W), RED_STORED)])
+def test_training_reads_a_photo_at_half_size_in_either_frame(tmp_path, declared, box):
+    # max_side 10: the JPEG is decoded at half its size (PIL's draft), turned or not, and the
+    # annotation scaled with it
+    info = {"id": 4, "file_name": "p.jpg", "width": declared[0], "height": declared[1]}
+    img_dir, ann = _coco(tmp_path, [info], [box])
+    small, full = read_rgb(img_dir / "p.jpg", upright=declared[0] == UPRIGHT_W, max_side=10)
+    assert full == declared and small.size == (declared[0] // 2, declared[1] // 2)
+    image, target = CocoDetection(img_dir, ann, max_side=10)[0]
+    assert tuple(image.shape) == (3, declared[1] // 2, declared[0] // 2)
+    x, y, w, h = box
+    assert target["boxes"].tolist() == [[x / 2, y / 2, (x + w) / 2, (y + h) / 2]]
+    mask = target["masks"][0].numpy().astype(bool)
+    assert _is_red(image.permute(1, 2, 0).numpy())[mask].mean() > 0.6  # the block, its edges blended

@@ -90,8 +90,33 @@ def _upright(im: Image.Image) -> Image.Image:
 def load_rgb(path: str | os.PathLike, upright: bool = True) -> Image.Image:
     """The file decoded as an 8-bit RGB image, turned upright by its EXIF orientation (``upright``;
     else as stored); the decoder's errors (``DECODE_ERRORS``) propagate."""
+    return read_rgb(path, upright)[0]
+
+
+def fit_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``size`` (width, height) scaled so that its longer side is at most ``max_side``."""
+    if not max_side or max(size) <= max_side:
+        return tuple(size)
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def read_rgb(path: str | os.PathLike, upright: bool = True,
+             max_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`load_rgb`, and the image's full (width, height) in the frame returned. With
+    ``max_side`` a larger image comes at :func:`fit_size` of it: a JPEG decoded at a half, a
+    quarter or an eighth of its size while that is still larger (PIL's ``draft``: much less work),
+    then resized (bilinear, antialiased)."""
     with Image.open(path) as im:
-        return _to_rgb(_upright(im) if upright else im)
+        turn = exif_orientation(im) if upright else 1
+        full = upright_size(im.size, turn)
+        target = fit_size(full, max_side)
+        if target != full:
+            im.draft(None, upright_size(target, turn))  # the stored frame's size; JPEG only
+        image = _to_rgb(_upright(im) if upright else im)
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.BILINEAR)
+    return image, full
 
 
 def read_image(item: ImageLike) -> torch.Tensor:

@@ -2,6 +2,7 @@
 with the paper's scale jitter, a Mask R-CNN on a BoTNet / ResNet backbone, COCO AP."""
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from botnet.data.coco import CocoDetection, collate_detection
-from botnet.data.det_transforms import detection_train_transforms
+from botnet.data.det_transforms import detection_train_transforms, parse_scale_range
 from botnet.detection.config import DetectionConfig
 from botnet.detection.evaluator import CocoEvaluator, to_float_image
 from botnet.detection.maskrcnn import build_maskrcnn
@@ -58,8 +59,11 @@ def load_training_data(cfg: DetectionConfig) -> tuple[CocoDetection, CocoDetecti
         raise UserError("no training data given: pass --data IMAGE_DIR and --ann INSTANCES.json "
                         "(data.train_images / data.train_ann)")
     transforms = detection_train_transforms(d.canvas, d.scale_range, d.hflip)
+    # the jitter never scales an image's longer side past canvas x its largest factor: larger
+    # photos are read at that size (a fraction of the decoding and of the masks' memory)
+    max_side = math.ceil(d.canvas * parse_scale_range(d.scale_range)[1])
     train = CocoDetection(d.train_images, d.train_ann, transforms, with_masks=cfg.model.masks,
-                          keep_empty=d.train_empty, strict=d.strict)
+                          keep_empty=d.train_empty, strict=d.strict, max_side=max_side)
     if len(train) == 0:
         raise UserError(f"{d.train_ann}: no image with annotations to train on")
     val = None
