@@ -12,13 +12,11 @@ import copy
 import io
 from typing import Iterable
 
-import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from botnet.detection.masks import IMAGE_SIZE, mask_rles
+from botnet.detection.masks import IMAGE_SIZE, encode_masks, mask_rles
 from botnet.engine import distributed as du
 
 # COCOeval.stats order for bbox and segm
@@ -42,9 +40,7 @@ def detections_to_coco(output: dict, image_id: int, label_to_cat: dict[int, int]
         size = tuple(int(v) for v in output[IMAGE_SIZE])
         rles = mask_rles(output["masks"].detach(), output["boxes"].detach(), size, mask_threshold)
     elif "masks" in output and len(boxes):
-        masks = (output["masks"].detach().float().cpu()[:, 0] > mask_threshold).numpy().astype(np.uint8)
-        rles = [{"size": list(r["size"]), "counts": r["counts"].decode("ascii")}
-                for r in mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))]
+        rles = encode_masks(output["masks"].detach().float().cpu()[:, 0] > mask_threshold)
     results = []
     for i in range(len(scores)):
         r = {"image_id": int(image_id), "category_id": int(label_to_cat[int(labels[i])]),

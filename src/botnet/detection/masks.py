@@ -24,7 +24,7 @@ from torchvision.models.detection.roi_heads import expand_boxes, expand_masks, p
 
 from botnet.data.det_transforms import IMAGE_SIZE
 
-__all__ = ["IMAGE_SIZE", "PASTE_BUDGET", "mask_rles", "paste_masks", "unpasted_masks"]
+__all__ = ["IMAGE_SIZE", "PASTE_BUDGET", "encode_masks", "mask_rles", "paste_masks", "unpasted_masks"]
 
 #: bytes of image-sized float32 masks that may be pasted at once; more go one at a time
 PASTE_BUDGET = 64 * 2**20
@@ -74,14 +74,19 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
     return out
 
 
+def encode_masks(masks: torch.Tensor) -> list[dict]:
+    """(N, H, W) bool masks -> their COCO run-length codes (``counts`` as text)."""
+    height, width = masks.shape[-2:]
+    array = np.asfortranarray(masks.cpu().numpy().astype(np.uint8).transpose(1, 2, 0))
+    return [{"size": [height, width], "counts": rle["counts"].decode("ascii")} for rle in mask_utils.encode(array)]
+
+
 def mask_rles(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> list[dict]:
     """The COCO run-length codes (``counts`` as text) of :func:`paste_masks`, made a strip at a
     time: the image-sized masks never exist."""
     height, width = size
     if _at_once(len(masks), size):
-        pasted = paste_masks(masks, boxes, size, threshold).numpy().astype(np.uint8)
-        return [{"size": [height, width], "counts": rle["counts"].decode("ascii")}
-                for rle in mask_utils.encode(np.asfortranarray(pasted.transpose(1, 2, 0)))]
+        return encode_masks(paste_masks(masks, boxes, size, threshold))
     rles = []
     for mask, box, left, right in _strips(masks, boxes, width):
         column_major = np.zeros(0, dtype=bool)
