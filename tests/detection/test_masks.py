@@ -9,7 +9,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from botnet.detection.evaluator import detections_to_coco
 from botnet.detection.maskrcnn import build_maskrcnn
 from botnet.detection import masks as masks_module
-from botnet.detection.masks import IMAGE_SIZE, mask_rles, paste_masks, unpasted_masks
+from botnet.detection.masks import IMAGE_SIZE, encode_masks, mask_rles, paste_masks, unpasted_masks
 from botnet.detection.predict import detect
 
 
@@ -71,3 +71,15 @@ def test_a_model_without_the_switch_is_left_as_it_is():
     model = torch.nn.Linear(2, 2)
     with unpasted_masks(model):
         assert not hasattr(model, "transform")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("budget", [0, 2**30])
+def test_cuda_masks_pasted_on_the_device_equal_torchvisions_paste_there(monkeypatch, budget):
+    # evaluation on a GPU pastes on the device: the pixels and codes of torchvision's paste on it
+    monkeypatch.setattr(masks_module, "PASTE_BUDGET", budget)
+    masks, boxes = (t.cuda() for t in _detections(40, 61, 47, seed=3))
+    size = (61, 47)
+    full = (paste_masks_in_image(masks, boxes, size)[:, 0] > 0.5).cpu()
+    assert full.any() and torch.equal(paste_masks(masks, boxes, size), full)
+    assert mask_rles(masks, boxes, size) == encode_masks(full)
