@@ -84,27 +84,26 @@ def _cpu_has_amx() -> bool:
 
 #: whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids); read once, at import
 CPU_HAS_AMX = _cpu_has_amx()
-#: CPU choice of "auto": (AMX, bf16, training) -> path, from measured tables (BENCHMARKS.md,
+#: CPU choice of "auto": (AMX, bf16, training) -> path, the fastest measured (BENCHMARKS.md,
 #: "FlexAttention path and the CPU rule"). Without AMX (AMD EPYC, AVX2) the chunked path is the
 #: fastest in every cell. On a Xeon with AMX (2 cores, ``attention_layer.py --quick``, ms, ours /
 #: fold / plain SDPA): training fp32 382 / 391 / 304, bf16 243 / 227 / 179; inference fp32
-#: 155 / 171 / 116, bf16 71 / 62 / 43. Training takes the faster of the two there; in inference
-#: both are past 1.3x plain SDPA, so it takes flex (the fused kernel with the position term inside,
-#: as plain SDPA's); without a usable flex kernel the faster measured path.
+#: 155 / 171 / 116, bf16 71 / 62 / 43: the faster of the two in each cell. Flex is not taken on a
+#: CPU: it was not measured on AMX, and its kernel is compiled for each map size (11 s for the
+#: first, 3.7 to 4.0 s for each further one, against about 10 ms for the layer, on a 2-core AMD
+#: EPYC: ``benchmarks/flex_compile.py``), which inference over photos of many sizes would pay
+#: again and again.
 CPU_RULE = {
     (False, False, True): "chunked", (False, True, True): "chunked",
     (False, False, False): "chunked", (False, True, False): "chunked",
     (True, False, True): "chunked", (True, True, True): "fold",
-    (True, False, False): "flex", (True, True, False): "flex",
+    (True, False, False): "chunked", (True, True, False): "fold",
 }
-CPU_RULE_NO_FLEX = {(True, False, False): "chunked", (True, True, False): "fold"}
 
 
-def cpu_attn_impl(has_amx: bool, bf16: bool, training: bool, flex_ok: bool = True) -> str:
+def cpu_attn_impl(has_amx: bool, bf16: bool, training: bool) -> str:
     """The CPU choice of "auto" (see ``CPU_RULE``)."""
-    key = (bool(has_amx), bool(bf16), bool(training))
-    impl = CPU_RULE[key]
-    return CPU_RULE_NO_FLEX.get(key, "chunked") if impl == "flex" and not flex_ok else impl
+    return CPU_RULE[(bool(has_amx), bool(bf16), bool(training))]
 
 
 def _pair(size) -> tuple[int, int]:
@@ -194,7 +193,7 @@ class MHSA2d(nn.Module):
         ``size``: the (H, W) of the map (CUDA's rule reads it; default ``feat_size``).
 
         CPU: by what the CPU has, dtype and grad mode (:func:`cpu_attn_impl`; the chunked path
-        without AMX). CUDA: flex, or the fold where its widened head dim fits the flash kernels
+        without AMX, the chunked path or the fold with it). CUDA: flex, or the fold where its widened head dim fits the flash kernels
         (:func:`cuda_attn_impl`, from d, H and W; never an N x N tensor). Elsewhere (MPS, meta):
         the fused SDPA kernels, with gradients the fold (a bias that requires grad loses the fused
         kernel), without them a no-grad bias at head dim d."""
@@ -210,7 +209,7 @@ class MHSA2d(nn.Module):
         device = qkv.device.type
         training = torch.is_grad_enabled() and qkv.requires_grad
         if device == "cpu":
-            return cpu_attn_impl(CPU_HAS_AMX, qkv.dtype == torch.bfloat16, training, flex_available("cpu"))
+            return cpu_attn_impl(CPU_HAS_AMX, qkv.dtype == torch.bfloat16, training)
         if device == "cuda":
             height, width = size if size is not None else self.feat_size
             return cuda_attn_impl(self.dim_head, height, width, flex_available("cuda"))

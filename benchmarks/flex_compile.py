@@ -1,0 +1,57 @@
+"""What the CPU flex path costs on the first call at each map size: its kernel is compiled then.
+
+One MHSA2d (dim 512, 4 heads, inference, fp32) with ``attn_impl="flex"`` and one with the chunked
+path (the same weights) run on maps of several sizes in turn, each size twice in the list where
+it repeats, with an empty inductor cache (a new temporary ``TORCHINDUCTOR_CACHE_DIR``): the
+seconds of each flex call against the chunked path's. This is why ``auto`` takes flex on no CPU
+(``CPU_RULE`` in ``botnet/layers/attention.py``). Writes ``results/flex_compile.md`` and ``.json``.
+
+    python benchmarks/flex_compile.py
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+SIZES = ((20, 20), (20, 20), (20, 24), (24, 20), (16, 20), (20, 24))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # before torch reads it
+        import torch
+
+        import common
+        from botnet.layers import MHSA2d
+
+        info = common.machine(torch.device("cpu"))
+        torch.manual_seed(0)
+        flex = MHSA2d(512, 4, feat_size=(20, 20), attn_impl="flex").eval()
+        chunked = MHSA2d(512, 4, feat_size=(20, 20), attn_impl="chunked").eval()
+        chunked.load_state_dict(flex.state_dict())
+        rows, data = [], []
+        for height, width in SIZES:
+            x = torch.randn(1, 512, height, width)
+            with torch.no_grad():
+                started = time.perf_counter()
+                a = flex(x)
+                flex_s = time.perf_counter() - started
+                started = time.perf_counter()
+                b = chunked(x)
+                chunked_s = time.perf_counter() - started
+            error = float((a - b).abs().max())
+            rows.append([f"{height} x {width}", flex_s, chunked_s * 1000, f"{error:.1e}"])
+            data.append({"size": [height, width], "flex_s": flex_s, "chunked_ms": chunked_s * 1000, "max_diff": error})
+    text = ("**first calls**, MHSA2d dim 512, 4 heads, batch 1, inference, fp32, sizes in this order, an empty "
+            "inductor cache (wall clock)\n\n"
+            + common.markdown_table(["map", "flex s", "chunked ms", "max difference"], rows))
+    common.write_report("flex_compile", "The CPU flex path's first call at each map size (cpu)", info, [text],
+                        {"calls": data})
+
+
+if __name__ == "__main__":
+    main()
