@@ -89,8 +89,8 @@ CPU_HAS_AMX = _cpu_has_amx()
 #: fastest in every cell. On a Xeon with AMX (2 cores, ``attention_layer.py --quick``, ms, ours /
 #: fold / plain SDPA): training fp32 382 / 391 / 304, bf16 243 / 227 / 179; inference fp32
 #: 155 / 171 / 116, bf16 71 / 62 / 43: the faster of the two in each cell. Flex is not taken on a
-#: CPU: it was not measured on AMX, and its kernel is compiled for each map size (11 s for the
-#: first, 3.7 to 4.0 s for each further one, against about 10 ms for the layer, on a 2-core AMD
+#: CPU: it was not measured on AMX, and its kernel is compiled for each map size (12 s for the
+#: first, 3.7 to 4.6 s for each further one, against 9-16 ms for the layer, on a 2-core AMD
 #: EPYC: ``benchmarks/flex_compile.py``), which inference over photos of many sizes would pay
 #: again and again.
 CPU_RULE = {
