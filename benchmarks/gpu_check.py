@@ -13,7 +13,8 @@ Sections, in order (each timed; those marked * are skipped, and say so, once ``-
  3. DDP and SyncBatchNorm on the detection model (``gpu_check_dist``)
  4. attention table: ours (auto), flex, fold, bias, plain SDPA (no position term), timm's
     ``BottleneckAttn``, bf16 forward + backward, peak memory; the largest single allocation at the
-    largest map (no N x N tensor: below one score map per image, B * N^2 * 2 bytes)
+    largest map (no N x N tensor: below one score map per image, B * N^2 * 2 bytes); the first call
+    at each map size (flex compiles then: what evaluation over images of many sizes pays)
  5*. backbones: BoT50 vs R50 training throughput at 1024 (bf16, channels_last; goal >= 0.85x)
  6*. one Mask R-CNN training step, BoT50-FPN vs torchvision's ``maskrcnn_resnet50_fpn``
  7*. the paper's speed claim (arXiv 2101.11605, section 6 and figure 1: T7 1.64x faster than
@@ -124,13 +125,21 @@ def run_dist(args, cfg, device):
 def run_attention(args, cfg, device):
     impls = ["ours", "ours-flex", "ours-fold", "ours-bias", "plain-sdpa", "timm"]
     impls += ["ours-chunked"] if device.type == "cpu" else []
-    rows, mem_rows, data, goals = [], [], {}, []
+    rows, mem_rows, data, goals, first_rows = [], [], {}, [], []
     for size in cfg["sizes"]:
         x = torch.randn(cfg["batch"], cfg["dim"], size, size, device=device)
         steps = {i: al.make_step(al.build(i, cfg["dim"], cfg["heads"], size).to(device), x, BF16, True) for i in impls}
+        first = {}  # the first call at a new map size: flex compiles its kernels for it then
+        for i in ("ours", "ours-flex", "ours-fold"):
+            common.sync(device)
+            t0 = time.perf_counter()
+            steps[i]()
+            common.sync(device)
+            first[i] = time.perf_counter() - t0
+        first_rows.append([f"{size}x{size}"] + [first[i] for i in first])
         med = timed(steps, cfg, device)
         mem = {i: peak_mb(s, device) for i, s in steps.items()}
-        data[size] = {"median_ms": med, "peak_mb": mem}
+        data[size] = {"median_ms": med, "peak_mb": mem, "first_call_s": first}
         rows.append([f"{size}x{size}"] + [med[i] for i in impls]
                     + [med["timm"] / med["ours"], med["ours"] / med["plain-sdpa"], med["ours-flex"] / med["plain-sdpa"]])
         mem_rows.append([f"{size}x{size}"] + [mem[i] for i in impls])
@@ -152,7 +161,10 @@ def run_attention(args, cfg, device):
     text = (title + "\n\n" + common.markdown_table(head, rows) + "\n\nPeak memory of one step (MB above the inputs)"
             "\n\n" + common.markdown_table(["map"] + [f"{i} MB" for i in impls], mem_rows)
             + f"\n\nLargest single allocation at {size}x{size} (one score map per image: {full_map_mb:.1f} MB)\n\n"
-            + common.markdown_table(impls, [[largest[i] for i in impls]]))
+            + common.markdown_table(impls, [[largest[i] for i in impls]])
+            + "\n\nFirst call at each map size, seconds (what evaluation over images of many sizes pays per new "
+            "size: flex compiles its kernels then)\n\n"
+            + common.markdown_table(["map", "ours s", "ours-flex s", "ours-fold s"], first_rows))
     return text, data, goals
 
 
