@@ -83,8 +83,8 @@ def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
     return (size[1], size[0]) if orientation >= 5 else tuple(size)
 
 
-def _upright(im: Image.Image) -> Image.Image:
-    return ImageOps.exif_transpose(im) if exif_orientation(im) != 1 else im
+def _turned(im: Image.Image, orientation: int) -> Image.Image:
+    return ImageOps.exif_transpose(im) if orientation != 1 else im
 
 
 def load_rgb(path: str | os.PathLike, upright: bool = True) -> Image.Image:
@@ -113,7 +113,7 @@ def read_rgb(path: str | os.PathLike, upright: bool = True,
         target = fit_size(full, max_side)
         if target != full:
             im.draft(None, upright_size(target, turn))  # the stored frame's size; JPEG only
-        image = _to_rgb(_upright(im) if upright else im)
+        image = _to_rgb(_turned(im, turn))
     if image.size != target:
         image = image.resize(target, Image.Resampling.BILINEAR)
     return image, full
@@ -131,13 +131,13 @@ def read_image(item: ImageLike) -> torch.Tensor:
 
     if isinstance(item, (str, os.PathLike)):
         try:
-            item = load_rgb(item)
+            return TF.pil_to_tensor(load_rgb(item))
         except FileNotFoundError:
             raise UserError(f"{item}: no such image") from None
         except DECODE_ERRORS as e:
             raise UserError(f"{item}: unreadable image ({type(e).__name__}: {e})") from None
     if isinstance(item, Image.Image):
-        return TF.pil_to_tensor(_to_rgb(_upright(item)))
+        return TF.pil_to_tensor(_to_rgb(_turned(item, exif_orientation(item))))
     if isinstance(item, torch.Tensor):
         if item.dim() != 3 or item.shape[0] not in (1, 3):
             raise UserError(f"an image tensor must be (C, H, W) with 1 or 3 channels, got shape {tuple(item.shape)}")
