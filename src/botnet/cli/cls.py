@@ -74,7 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     import botnet
-    from botnet.data.images import expand_images
+    from botnet.data.imagefolder import expand_images
     from botnet.engine.distributed import select_device
 
     predictor = botnet.load(args.weights, img_size=args.img_size, device=select_device(args.device))

@@ -136,7 +136,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     import botnet
-    from botnet.data.images import expand_images
+    from botnet.data.imagefolder import expand_images
     from botnet.detection.predict import write_predictions
     from botnet.engine.distributed import select_device
     from botnet.errors import UserError

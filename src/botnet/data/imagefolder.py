@@ -17,9 +17,10 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from botnet.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, load_rgb
-from botnet.errors import DataError
+from botnet.data.images import DECODE_ERRORS, load_rgb
+from botnet.errors import DataError, UserError
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 #: the folder names of each split, in the order they are looked for
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid")}
 
@@ -60,6 +61,24 @@ def _images_under(folder: Path) -> tuple[list[str], list[str]]:
         found += [os.path.join(dirpath, f) for f in sorted(filenames)
                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
     return found, skipped
+
+
+def expand_images(items: list[str]) -> list[str]:
+    """Image paths as given, each folder among them replaced by the image files under it (as a
+    class folder is read: every level, sorted, hidden files and folders and folder links left
+    out); a folder without images is an error."""
+    paths: list[str] = []
+    for item in items:
+        if not os.path.isdir(item):
+            paths.append(item)
+            continue
+        found, links = _images_under(Path(item))
+        if links:
+            _warn_skipped(Path(item), links)
+        if not found:
+            raise UserError(f"{item}: a folder without image files ({', '.join(IMAGE_EXTENSIONS)})")
+        paths += found
+    return paths
 
 
 def _warn_skipped(split_dir: Path, links: list[str]) -> None:

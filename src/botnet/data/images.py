@@ -33,29 +33,6 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 EXIF_ORIENTATION = 0x0112
 
 ImageLike = Any  # PIL.Image.Image | str | os.PathLike | torch.Tensor
-#: what counts as an image file in a folder (lower-case suffixes)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
-
-
-def expand_images(items: list[str]) -> list[str]:
-    """Image paths as given, each folder among them replaced by the image files under it (every
-    level, sorted, hidden files and folders left out); a folder without images is an error."""
-    paths: list[str] = []
-    for item in items:
-        if not os.path.isdir(item):
-            paths.append(item)
-            continue
-        found = []
-        for dirpath, dirnames, filenames in os.walk(item):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [os.path.join(dirpath, f) for f in sorted(filenames)
-                      if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-        if not found:
-            raise UserError(f"{item}: a folder without image files ({', '.join(IMAGE_EXTENSIONS)})")
-        paths += found
-    return paths
-
-
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in _HIGH_DEPTH_MODES:
         # 16-bit (or 32-bit integer) grey: PIL's convert() would clip at 255
