@@ -53,12 +53,18 @@ def _load_coco(ann_file, image_dir, check_images: bool) -> tuple[COCO, bool]:
     return coco, upright
 
 
-def box_mask_rle(box: list[float], height: int, width: int) -> dict:
-    """The compressed RLE of a box-only annotation's mask: the pixels its box covers (the same
-    pixels :func:`decode_masks` gives such annotations)."""
+def box_pixels(box: list[float], sx: float = 1.0, sy: float = 1.0) -> tuple[slice, slice]:
+    """(rows, columns) of the pixels a box-only annotation's mask covers: its [x, y, w, h] box,
+    scaled by ``sx``, ``sy`` (an image read smaller)."""
     x, y, w, h = box
+    return slice(int(y * sy), int(np.ceil((y + h) * sy))), slice(int(x * sx), int(np.ceil((x + w) * sx)))
+
+
+def box_mask_rle(box: list[float], height: int, width: int) -> dict:
+    """The compressed RLE of a box-only annotation's mask (:func:`box_pixels`, as
+    :func:`decode_masks` gives it)."""
     mask = np.zeros((height, width), dtype=np.uint8, order="F")
-    mask[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))] = 1
+    mask[box_pixels(box)] = 1
     rle = mask_utils.encode(mask)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
@@ -149,9 +155,8 @@ def decode_masks(anns: list[dict], height: int, width: int, size: tuple[int, int
     masks = np.zeros((len(anns), out_h, out_w), dtype=np.uint8)
     for i, ann in enumerate(anns):
         seg = ann.get("segmentation")
-        if seg is None:
-            x, y, w, h = ann["bbox"]  # a box-only annotation: its mask is the box
-            masks[i, int(y * sy):int(np.ceil((y + h) * sy)), int(x * sx):int(np.ceil((x + w) * sx))] = 1
+        if seg is None:  # a box-only annotation: its mask is the box
+            masks[i][box_pixels(ann["bbox"], sx, sy)] = 1
             continue
         if isinstance(seg, list) and (sx, sy) != (1, 1):
             seg = [[v * (sx if j % 2 == 0 else sy) for j, v in enumerate(p)] for p in seg]
