@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from botnet.classification.predict import Classification, classify
-from botnet.data.images import ImageLike, read_image
+from botnet.data.images import ImageLike, read_image, read_image_or_skip
 from botnet.detection.predict import Detections, detect, letterbox
 from botnet.loading import IMAGENET_MEAN, IMAGENET_STD, TASKS, LoadedModel, config_differences, load_model
 
@@ -95,16 +95,19 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, images: ImageLike | Iterable[ImageLike], *, topk: int = 5, score_thresh: float = 0.5,
-                batch_size: int = 8) -> list[Classification] | list[Detections]:
+                batch_size: int = 8, skipped: dict[str, str] | None = None) -> list[Classification] | list[Detections]:
         """Run the model on ``images`` (one image, a list, or a (B, C, H, W) tensor).
 
         Classification: the ``topk`` classes with softmax probabilities. Detection: boxes, labels,
-        scores and masks (thresholded at 0.5) of objects scoring at least ``score_thresh``."""
+        scores and masks (thresholded at 0.5) of objects scoring at least ``score_thresh``. With
+        ``skipped`` (a dict), files that cannot be read are left out (with a warning) and recorded
+        there; without, the first one is an error."""
         items = _as_list(images)
         if self.task == "cls":
             return classify(self.model, items, self._transform, self.class_names, topk=topk,
-                            batch_size=batch_size, device=self.device)
-        return [detect(self.model, item, self.class_names, score_thresh=score_thresh, device=self.device)
-                for item in items]
+                            batch_size=batch_size, device=self.device, skipped=skipped)
+        pixels = (read_image_or_skip(item, skipped) for item in items)
+        return [detect(self.model, p, self.class_names, score_thresh=score_thresh, device=self.device)
+                for p in pixels if p is not None]
 
     __call__ = predict

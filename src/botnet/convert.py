@@ -230,11 +230,13 @@ def convert_weights(
     checkpoint's classifier (0: none); a classifier of another size is re-initialised. With
     ``strict`` every tensor of the model must come from the checkpoint. ``class_names`` default
     to the ImageNet names for 1000 classes. ``overrides`` are ModelConfig fields. Nothing is
-    written unless the weights fit.
+    written unless the weights fit, and never over ``src``.
     """
+    from botnet.io import Outputs
     from botnet.models import create_model
     from botnet.pretrained import fetch, imagenet_source, load_fetched
 
+    out = Outputs([src]).claim(out)  # before any work
     if str(src) == "imagenet":  # resolved for the model: its architecture decides
         with torch.device("meta"):
             src = imagenet_source(create_model(model, img_size=img_size, **overrides))

@@ -42,7 +42,7 @@ from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: par
     synthetic_image,
 )
 from botnet.export_formats import MAX_DYNAMIC_SIZE, MIN_DYNAMIC_SIZE
-from botnet.io import atomic_path
+from botnet.io import Outputs, atomic_path
 
 FORMATS = ("onnx", "torch")
 DEFAULT_OPSET = 18
@@ -201,6 +201,7 @@ def export_model(
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the file to write")
+    Outputs([source] if isinstance(source, (str, os.PathLike)) else []).claim(out)  # never over the weights read
     net, task, meta = resolve_model(source, model=model, num_classes=num_classes, img_size=size)
     net = net.eval()
     if task == "det" and features:

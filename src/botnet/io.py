@@ -6,6 +6,9 @@ same run starts again. A written file gets the permissions ``open()`` would give
 file it replaces, else ``0o666`` less the umask. A write that the system refuses (permissions,
 a full disk, a file where a folder should be) is a :class:`~botnet.errors.UserError` naming the
 file, and :func:`check_output_dir` finds such problems before any work starts.
+
+A command's outputs go through one :class:`Outputs`: it refuses to write over any of the
+command's inputs, and on failure removes only the files the command itself created.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from botnet.errors import UserError
 
@@ -49,6 +52,18 @@ def _why(e: OSError) -> str:
     return e.strerror or type(e).__name__
 
 
+def _os_error_behind(e: BaseException) -> OSError | None:
+    """The OSError that caused ``e``: libraries (torch.save) report a failed write as their own
+    error raised while handling the file object's OSError."""
+    for _ in range(8):
+        if e is None or isinstance(e, UserError):
+            return None
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ if e.__cause__ is not None or e.__suppress_context__ else e.__context__
+    return None
+
+
 def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -79,8 +94,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(f.fileno())
             os.chmod(tmp, _file_mode(path))
             os.replace(tmp, path)
-        except OSError as e:
-            raise UserError(f"cannot write {path}: {_why(e)}") from None
+        except Exception as e:
+            cause = _os_error_behind(e)
+            if cause is None:
+                raise
+            raise UserError(f"cannot write {path}: {_why(cause)}") from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -97,7 +115,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
-def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
@@ -131,3 +149,69 @@ def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
                     p.unlink()
                     removed.append(p)
     return removed
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+class Outputs:
+    """The files one command writes, kept apart from the files and folders it reads.
+
+    :meth:`claim` refuses a path that is one of ``inputs`` (the same file, also through a link or
+    another name) and notes whether the path is new; :meth:`rollback` (or leaving the ``with``
+    block by an exception) removes the new ones only, never a file that was there before. An
+    output ``folder`` must be writable (:func:`check_output_dir`) and must not be an input folder:
+    the outputs would land among the inputs and replace those of the same name."""
+
+    def __init__(self, inputs: Iterable[str | os.PathLike | None] = (), folder: str | os.PathLike | None = None,
+                 flag: str = "--out"):
+        self.flag = flag
+        self.new: list[Path] = []
+        self._inputs: dict[tuple[int, int], Path] = {}
+        for p in inputs:
+            ident = _identity(p) if p is not None else None
+            if ident is not None:
+                self._inputs.setdefault(ident, Path(p))
+        self.folder = None if folder is None else check_output_dir(folder, flag)
+        if self.folder is not None and self.input_at(self.folder) is not None:
+            raise UserError(f"{flag} {self.folder}: this is the folder of the input {self.input_at(self.folder)}; the "
+                            "outputs would be written among the inputs (and over those of the same name). "
+                            "Choose another folder")
+
+    def input_at(self, path: str | os.PathLike) -> Path | None:
+        """The input that ``path`` names, if any."""
+        ident = _identity(path)
+        return self._inputs.get(ident) if ident is not None else None
+
+    def claim(self, path: str | os.PathLike) -> Path:
+        """``path``, checked not to be an input, to be written by this command."""
+        path = Path(path)
+        same = self.input_at(path)
+        if same is not None:
+            named = "" if same == path else f" {same}"
+            raise UserError(f"cannot write {path}: it is this command's input{named}; choose another {self.flag}")
+        if not os.path.lexists(path) and path not in self.new:
+            self.new.append(path)
+        return path
+
+    def write_json(self, path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+        return write_json(self.claim(path), obj, indent=indent)
+
+    def rollback(self) -> None:
+        """Remove what this command created (and nothing else)."""
+        for path in reversed(self.new):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self.new.clear()
+
+    def __enter__(self) -> "Outputs":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None:
+            self.rollback()

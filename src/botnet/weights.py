@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from botnet.errors import UserError
@@ -46,8 +47,10 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
     meta.update(metadata or {})
     # safetensors refuses shared or non-contiguous storage: give every tensor its own copy
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    # serialised here and written by Python, so that a full disk is an OSError naming the file
+    data = safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(meta)})
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
     return Path(path)
 
 

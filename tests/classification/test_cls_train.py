@@ -27,7 +27,7 @@ def test_learns_then_evaluates_and_predicts(colour_folder, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "cls", "--data", str(colour_folder), "--weights", str(run / "best.safetensors"),
                  "--out", str(tmp_path / "eval"), "--workers", "0"]) == 0
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert {"top1", "top5", "loss"} <= set(metrics) and metrics["num_images"] == 24
     assert metrics["top1"] == pytest.approx(summary["best_val_top1"], abs=1e-6)
     assert metrics["top5"] == 100.0  # 4 classes: all are in the top 5

@@ -23,10 +23,10 @@ def one_thread():
 
 
 def evaluate(weights: Path, images, ann, out: Path) -> tuple[dict, list]:
-    """``botnet eval det``: (metrics.json, predictions.json) of ``weights`` on a COCO set."""
+    """``botnet eval det``: (eval.json, predictions.json) of ``weights`` on a COCO set."""
     assert main(["eval", "det", "--data", str(images), "--ann", str(ann), "--weights", str(weights),
                  "--out", str(out), "--workers", "0"]) == 0
-    return json.loads((out / "metrics.json").read_text()), json.loads((out / "predictions.json").read_text())
+    return json.loads((out / "eval.json").read_text()), json.loads((out / "predictions.json").read_text())
 
 
 def baseline_results(train_ann, val_ann, seed: int = 0) -> dict[str, list[dict]]:

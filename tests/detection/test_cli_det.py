@@ -43,7 +43,7 @@ def test_train_writes_the_run(trained):
 def test_eval_writes_metrics_and_coco_predictions(trained, shapes, tmp_path, capsys):
     assert main(["eval", "det", "--data", str(shapes["val_images"]), "--ann", str(shapes["val_ann"]),
                  "--weights", str(trained / "model.safetensors"), "--out", str(tmp_path), "--workers", "0"]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "eval.json").read_text())
     for key in ("box_ap", "box_ap50", "box_ap75", "box_aps", "box_apm", "box_apl", "mask_ap", "mask_apl"):
         assert metrics[key] == -1.0 or 0.0 <= metrics[key] <= 100.0  # -1: no object of that size
     assert metrics["num_images"] == 4

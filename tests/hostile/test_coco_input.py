@@ -76,7 +76,7 @@ def test_annotations_without_area(coco_set, det_weights, tmp_path, capsys):
     code, err = run_cli(capsys, "eval", "det", "--data", coco_set.images, "--ann", coco_set.ann,
                         "--weights", det_weights, "--out", out, "--workers", "0", "--device", "cpu", "--amp", "fp32")
     assert code == 0, err
-    assert "box_ap" in json.loads((out / "metrics.json").read_text())
+    assert "box_ap" in json.loads((out / "eval.json").read_text())
 
 
 # -- item 5: RLE that does not decode ------------------------------------------------------------

@@ -26,7 +26,7 @@ def test_4000x20_image_in_eval_det(thin_set, det_weights, tmp_path, capsys):
     code, err = run_cli(capsys, "eval", "det", "--data", thin_set.images, "--ann", thin_set.ann,
                         "--weights", det_weights, "--out", out, "--workers", "0", "--device", "cpu", "--amp", "fp32")
     assert code == 0, err
-    assert json.loads((out / "metrics.json").read_text())["num_images"] == 2
+    assert json.loads((out / "eval.json").read_text())["num_images"] == 2
 
 
 def test_4000x20_image_in_predict_det(thin_set, det_weights, tmp_path, capsys):

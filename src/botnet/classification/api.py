@@ -11,7 +11,8 @@ from botnet.data.imagefolder import split_folder
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.errors import UserError
-from botnet.io import check_output_dir, write_json
+from botnet.engine.evaluate import EVAL_FILE
+from botnet.io import Outputs
 from botnet.loading import LoadedModel, load_model
 
 
@@ -63,9 +64,9 @@ def evaluate_classifier(
     strict: bool = False,
 ) -> dict[str, Any]:
     """Top-1 / top-5 accuracy (percent) and loss of ``weights`` on ``data/<split>``; written to
-    ``out_dir/metrics.json`` when ``out_dir`` is given."""
-    if out_dir is not None:
-        check_output_dir(out_dir)  # before any work
+    ``out_dir/``:data:`~botnet.engine.evaluate.EVAL_FILE` when ``out_dir`` is given (never over an input, nor
+    over a run's own ``metrics.json``)."""
+    outputs = Outputs([data, weights], folder=out_dir) if out_dir is not None else None  # before any work
     dev = du.select_device(device)
     loaded = load_model(weights, img_size=img_size, device=dev)
     if loaded.task != "cls":
@@ -79,6 +80,6 @@ def evaluate_classifier(
     result = evaluate(task, loaded.model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp,
                       channels_last=dev.type == "cuda")
     metrics = {**result.metrics, **task.summary(), "weights": str(weights), "data": str(split_dir)}
-    if out_dir is not None and du.rank() == 0:
-        write_json(Path(out_dir) / "metrics.json", metrics)
+    if outputs is not None and du.rank() == 0:
+        outputs.write_json(Path(out_dir) / EVAL_FILE, metrics)
     return metrics

@@ -32,21 +32,21 @@ def register(cli) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import botnet
-    from botnet.io import check_output_dir, write_json
+    from botnet.io import Outputs
     from botnet.viz import attention_layers, attention_maps, draw_attention, model_input
 
-    out = Path(args.out)
-    check_output_dir(out)
+    outputs = Outputs([args.image, args.weights], folder=args.out)
+    out, stem = outputs.folder, Path(args.image).stem
+    picture_path, json_path = outputs.claim(out / f"{stem}_attention.png"), outputs.claim(out / f"{stem}_attention.json")
     predictor = botnet.load(args.weights)
     if not attention_layers(predictor.model):
         raise UserError(f"{args.weights}: this model has no attention layer; nothing to draw")
     x, picture = model_input(predictor, args.image)
     term = "position" if args.position else "full"
     maps, points = attention_maps(predictor.model, x, args.points, layer=args.layer, term=term)
-    stem = Path(args.image).stem
     title = f"{Path(args.weights).name}: attention layer {args.layer} ({'position term' if args.position else 'q.k + q.r'})"
-    path = draw_attention(picture, maps, points, out / f"{stem}_attention.png", title)
-    write_json(out / f"{stem}_attention.json", {"image": str(args.image), "weights": str(args.weights),
+    path = draw_attention(picture, maps, points, picture_path, title)
+    outputs.write_json(json_path, {"image": str(args.image), "weights": str(args.weights),
                                                  "layer": args.layer, "term": term, "map_size": list(maps.shape[-2:]),
                                                  "points": [list(p) for p in points]})
     print(f"{path}: {maps.shape[1]} heads x {len(points)} query points on a {maps.shape[2]}x{maps.shape[3]} map")

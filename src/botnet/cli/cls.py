@@ -5,7 +5,8 @@ import argparse
 import os
 import sys
 
-from botnet.cli.run_args import add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, run_folder
+from botnet.cli.run_args import (add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags,
+                                 report_skipped, run_folder)
 from botnet.engine.config_validate import image_side, positive_int
 
 
@@ -25,7 +26,7 @@ def register(cli) -> None:
     p.add_argument("--data", required=True, help="dataset folder (its val/ split is used) or a split folder")
     p.add_argument("--split", default="val")
     p.add_argument("--img-size", type=image_side, help="resolution (default: the one trained at)")
-    add_eval_args(p, "metrics.json", batch_size=64)
+    add_eval_args(p, "eval.json", batch_size=64)
     p.set_defaults(func=_eval)
 
     p = cli.task_command("predict", "cls", help="top-5 classes of images")
@@ -82,9 +83,11 @@ def _predict(args: argparse.Namespace) -> int:
         from botnet.errors import UserError
 
         raise UserError(f"{args.weights}: detection weights; use `botnet predict det`")
-    images = expand_images(args.images)
-    for path, result in zip(images, predictor.predict(images, topk=args.topk)):
+    images, skipped = expand_images(args.images), {}
+    results = predictor.predict(images, topk=args.topk, skipped=skipped)
+    for path, result in zip([p for p in images if p not in skipped], results):
         print(path)
         for name, prob in zip(result.labels, result.probs):
             print(f"  {prob:7.4f}  {name}")
+    report_skipped(skipped, len(images))
     return 0

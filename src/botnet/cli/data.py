@@ -30,11 +30,13 @@ def register(cli) -> None:
 def _shapes(args: argparse.Namespace) -> int:
     from botnet.data.shapes import make_shapes_dataset
     from botnet.errors import UserError
+    from botnet.io import Outputs
 
     if args.train < 0 or args.val < 0 or args.train + args.val == 0:
         raise UserError("--train and --val must be non-negative and not both zero")
     if args.size < 32:
         raise UserError(f"--size {args.size}: images must be at least 32 pixels")
+    Outputs(folder=args.out, flag="OUT")  # a folder that can be written, checked before any image is drawn
     paths = make_shapes_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed)
     for key in ("train", "val"):
         if f"{key}_ann" in paths:
@@ -48,15 +50,16 @@ def _stats(args: argparse.Namespace) -> int:
     from botnet.detection.anchors import box_stats, describe, plot_stats
     from botnet.detection.config import DetModelConfig
     from botnet.errors import UserError
+    from botnet.io import Outputs
 
     if args.canvas < 32:
         raise UserError(f"--canvas {args.canvas}: must be at least 32")
+    picture = Outputs([args.ann], folder=args.out).claim(Path(args.out) / "box_sizes.png") if args.out else None
     stats = box_stats(args.ann, args.canvas)
     m = DetModelConfig()
     for line in describe(stats, m.anchor_sizes, m.anchor_scales, m.aspect_ratios):
         print(line)
-    if args.out:
-        path = Path(args.out) / "box_sizes.png"
-        plot_stats(stats, m.anchor_sizes, path)
-        print(f"histogram: {path}")
+    if picture is not None:
+        plot_stats(stats, m.anchor_sizes, picture)
+        print(f"histogram: {picture}")
     return 0

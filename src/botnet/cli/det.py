@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from botnet.cli.run_args import add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, run_folder
+from botnet.cli.run_args import (add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags,
+                                 report_skipped, run_folder)
 from botnet.engine.config_validate import canvas_side, fraction_float
 
 
@@ -42,7 +43,7 @@ def register(cli) -> None:
     p.add_argument("--data", "--val-data", dest="data", required=True, help="image folder")
     p.add_argument("--ann", "--val-ann", dest="ann", required=True, help="COCO instances JSON")
     p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
-    add_eval_args(p, "metrics.json and predictions.json", batch_size=8)
+    add_eval_args(p, "eval.json and predictions.json", batch_size=8)
     p.set_defaults(func=_eval)
 
     p = cli.task_command("predict", "det", help="draw detections and masks on images")
@@ -144,9 +145,10 @@ def _predict(args: argparse.Namespace) -> int:
     predictor = botnet.load(args.weights, img_size=args.canvas, device=select_device(args.device))
     if predictor.task != "det":
         raise UserError(f"{args.weights}: classification weights; use `botnet predict cls`")
-    doc = write_predictions(predictor.model, expand_images(args.images), predictor.class_names, args.out,
+    images, skipped = expand_images(args.images), {}
+    doc = write_predictions(predictor.model, images, predictor.class_names, args.out,
                             cat_ids=predictor.metadata.get("cat_ids"), score_thresh=args.score_thresh,
-                            device=predictor.device)
+                            device=predictor.device, skipped=skipped)
     names = {c["id"]: c["name"] for c in doc["categories"]}
     for info in doc["images"]:
         dets = sorted((a for a in doc["annotations"] if a["image_id"] == info["id"]), key=lambda a: -a["score"])
@@ -154,4 +156,5 @@ def _predict(args: argparse.Namespace) -> int:
         more = f" and {len(dets) - 8} more" if len(dets) > 8 else ""
         print(f"{info['file_name']}: {len(dets)} detection(s)" + (f": {found}{more}" if dets else ""))
     print(f"pictures and detections.json in {args.out}")
+    report_skipped(skipped, len(images))
     return 0

@@ -43,6 +43,15 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto")
 
 
+def report_skipped(skipped: dict[str, str], total: int) -> None:
+    """After a prediction that went on past unreadable files: an error naming them (exit 2)."""
+    if skipped:
+        listed = "\n".join(f"  - {why}" for why in list(skipped.values())[:50])
+        more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
+        raise UserError(f"{len(skipped)} of {total} images could not be read and were skipped (the others were "
+                        f"predicted):\n{listed}{more}")
+
+
 def engine_flags(args: argparse.Namespace) -> dict:
     """Config keys set by the engine flags (None: not given)."""
     return {"train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.workers": args.workers,

@@ -17,6 +17,7 @@ file declares, and the dataset then reads its images as stored (``load_rgb(uprig
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -130,3 +131,16 @@ def read_image(item: ImageLike) -> torch.Tensor:
             raise UserError(f"an image tensor must be uint8 (0..255) or floating point (0..1), got {image.dtype}")
         return image.expand(3, -1, -1) if image.shape[0] == 1 else image
     raise UserError(f"cannot read an image from a {type(item).__name__} (use a path, a PIL image or a tensor)")
+
+
+def read_image_or_skip(item: ImageLike, skipped: dict[str, str] | None) -> torch.Tensor | None:
+    """:func:`read_image`; with ``skipped`` (a dict), a file that cannot be read is recorded there
+    (path: why) with a warning and None is returned, so that one bad file of many costs only itself."""
+    try:
+        return read_image(item)
+    except UserError as e:
+        if skipped is None or not isinstance(item, (str, os.PathLike)):
+            raise
+        skipped[str(item)] = str(e)
+        warnings.warn(f"{e}; skipped", stacklevel=2)
+        return None

@@ -13,7 +13,8 @@ from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.engine.config import from_dict
 from botnet.errors import UserError
-from botnet.io import check_output_dir, write_json
+from botnet.engine.evaluate import EVAL_FILE
+from botnet.io import Outputs
 from botnet.loading import load_model
 
 
@@ -60,10 +61,10 @@ def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights
                       device: str = "auto", amp: str = "bf16", canvas: int | None = None,
                       strict: bool = False) -> dict[str, Any]:
     """COCO box and mask AP (0-100) of ``weights`` on a COCO-format set. With ``out_dir``, writes
-    ``metrics.json`` and ``predictions.json`` (the COCO results format). Under torchrun each
-    process evaluates a share and the predictions of all ranks are gathered."""
-    if out_dir is not None:
-        check_output_dir(out_dir)  # before any work
+    :data:`EVAL_FILE` and ``predictions.json`` (the COCO results format), never over an input
+    (nor over a run's own ``metrics.json``). Under torchrun each process evaluates a share and the
+    predictions of all ranks are gathered."""
+    outputs = Outputs([images, ann, weights], folder=out_dir) if out_dir is not None else None  # before any work
     dev = du.select_device(device, int(os.environ.get("LOCAL_RANK", 0)))
     info = du.setup("auto", dev)
     try:
@@ -75,9 +76,10 @@ def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights
         result = evaluate(task, loaded.model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp)
         metrics: dict[str, Any] = {**result.metrics, **task.summary(), "weights": str(weights),
                                    "annotations": str(ann)}
-        if out_dir is not None and info.is_main:
-            write_json(Path(out_dir) / "predictions.json", result.predictions, indent=None)
-            write_json(Path(out_dir) / "metrics.json", metrics)
+        if outputs is not None and info.is_main:
+            with outputs:
+                outputs.write_json(Path(out_dir) / "predictions.json", result.predictions, indent=None)
+                outputs.write_json(Path(out_dir) / EVAL_FILE, metrics)
         return metrics
     finally:
         du.teardown(info)

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from botnet.data.images import ImageLike, read_image
+from botnet.data.images import ImageLike, read_image, read_image_or_skip
 from botnet.detection.evaluator import detections_to_coco, to_float_image
 from botnet.detection.masks import IMAGE_SIZE, paste_masks, unpasted_masks
 from botnet.detection.visualize import draw_detections, save_png
 from botnet.engine.evaluate import autocast
 from botnet.engine.progress import Progress
-from botnet.io import check_output_dir, write_json
+from botnet.io import Outputs, write_json
 
 
 @dataclass
@@ -65,40 +65,53 @@ def detect(model: nn.Module, image: ImageLike, class_names: Sequence[str], *, sc
     return Detections(out["boxes"][keep].float().cpu(), out["scores"][keep].float().cpu(), names, ids, masks)
 
 
+def _unique_names(images: Sequence[str | os.PathLike]) -> list[str]:
+    """The file name of each image's drawing: its stem as ``.png``, numbered when taken."""
+    names, used = [], set()
+    for image_id, path in enumerate(images, start=1):
+        stem = Path(path).stem
+        name = stem if stem not in used else f"{stem}_{image_id}"
+        used.add(name)
+        names.append(f"{name}.png")
+    return names
+
+
 def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], class_names: Sequence[str],
                       out_dir: str | os.PathLike, *, cat_ids: Sequence[int] | None = None,
-                      score_thresh: float = 0.5, device: torch.device | str = "cpu") -> dict[str, Any]:
+                      score_thresh: float = 0.5, device: torch.device | str = "cpu",
+                      skipped: dict[str, str] | None = None) -> dict[str, Any]:
     """Detect objects in image files: one PNG per image with masks, boxes, class names and scores
     drawn, and ``detections.json``, a COCO instances file (images, categories, and one annotation
-    with a ``score`` per detection). A failure part-way removes the pictures already drawn.
-    Returns the document."""
+    with a ``score`` per detection). Returns the document.
+
+    Nothing is written over an input: ``out_dir`` must not be a folder of the images, nor a
+    drawing's name one of them (:class:`~botnet.io.Outputs`, checked before any image is read).
+    With ``skipped`` (a dict), an unreadable file is skipped with a warning and recorded there;
+    without, it stops the command. A failure part-way removes the pictures this call drew (and
+    only those)."""
     cat_ids = list(cat_ids or range(1, len(class_names) + 1))
     label_to_cat = {i + 1: c for i, c in enumerate(cat_ids)}
-    out_dir = check_output_dir(out_dir)  # before any image is read
+    inputs = [*images, *{Path(p).parent for p in images}]
     doc: dict[str, Any] = {"images": [], "annotations": [],
                            "categories": [{"id": c, "name": n} for c, n in zip(cat_ids, class_names)]}
-    written: list[Path] = []
-    used: set[str] = set()
     progress = Progress("prediction", len(images))
-    try:
-        for image_id, path in enumerate(images, start=1):
-            pixels = read_image(path)
+    with Outputs(inputs, folder=out_dir) as outputs:
+        out_dir = outputs.folder
+        drawings = [outputs.claim(out_dir / name) for name in _unique_names(images)]
+        outputs.claim(out_dir / "detections.json")
+        for image_id, (path, drawing) in enumerate(zip(images, drawings), start=1):
+            pixels = read_image_or_skip(path, skipped)
+            progress.update(1)
+            if pixels is None:
+                continue
             found = detect(model, pixels, class_names, score_thresh=score_thresh, device=device)
-            stem = Path(path).stem
-            name = stem if stem not in used else f"{stem}_{image_id}"
-            used.add(name)
-            written.append(save_png(draw_detections(pixels, found.as_output(), class_names, 0.0), out_dir / f"{name}.png"))
+            save_png(draw_detections(pixels, found.as_output(), class_names, 0.0), drawing)
             doc["images"].append({"id": image_id, "file_name": str(path), "width": pixels.shape[2],
-                                  "height": pixels.shape[1], "drawing": f"{name}.png"})
+                                  "height": pixels.shape[1], "drawing": drawing.name})
             for det in detections_to_coco(found.as_output(), image_id, label_to_cat):
                 det.update(id=len(doc["annotations"]) + 1, iscrowd=0, area=round(det["bbox"][2] * det["bbox"][3], 2))
                 doc["annotations"].append(det)
-            progress.update(1)
-    except BaseException:
-        for picture in written:  # no pictures without their detections.json
-            picture.unlink(missing_ok=True)
-        raise
-    write_json(out_dir / "detections.json", doc, indent=None)
+        write_json(out_dir / "detections.json", doc, indent=None)
     return doc
 
 

@@ -13,6 +13,9 @@ from botnet.engine.progress import Progress
 from botnet.engine.task import Evaluation, Task
 from botnet.errors import UserError
 
+#: what ``botnet eval`` writes: a name of its own, so that evaluating into a run folder keeps the
+#: run's training metrics.json
+EVAL_FILE = "eval.json"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 _AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
