@@ -15,16 +15,6 @@ from typing import Any, Callable, Sequence
 DEMO_RECIPE = "demo_shapes"
 
 
-def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "metrics.json"
-    if not (summary.is_file() and (run_dir / "model.safetensors").is_file()):
-        return False
-    try:
-        return bool(json.loads(summary.read_text()).get("finished"))
-    except (OSError, ValueError):
-        return False
-
-
 def format_ap(metrics: dict, prefix: str = "") -> str:
     """``box AP 67.1 (AP50 .., AP75 ..), mask AP ..`` of the metrics that are there."""
     parts = []
@@ -45,29 +35,35 @@ def run_demo(out: str | os.PathLike = "botnet-demo", *, train: int = 1000, val: 
     from botnet.detection.config import DetectionConfig
     from botnet.engine.config import resolve_run_config
     from botnet.engine.checkpoint import list_step_checkpoints
-    from botnet.io import write_json
+    from botnet.engine.run_dir import finished_summary
+    from botnet.errors import UserError
+    from botnet.io import Outputs
 
+    if min(train, val) < 1:
+        raise UserError(f"--train {train} --val {val}: the demo trains on one set and evaluates on the other; "
+                        "each needs at least 1 image")
     started = time.perf_counter()
     out = Path(out)
+    outputs = Outputs(folder=out)
     data = shapes_dataset_paths(out / "data")
-    if not (data["train_ann"].is_file() and data["val_ann"].is_file()):
-        say(f"[1/4] generating {train} + {val} images of shapes in {out / 'data'}")
-        make_shapes_dataset(out / "data", train=train, val=val, size=128)
-    else:
-        say(f"[1/4] using the dataset in {out / 'data'}")
-
     run_dir = out / "run"
     flags = {"data.train_images": data["train_images"], "data.train_ann": data["train_ann"],
              "data.val_images": data["val_images"], "data.val_ann": data["val_ann"], "train.workers": workers,
              "train.epochs": epochs}
     settings = [f"{k}={json.dumps(str(v) if isinstance(v, Path) else v)}" for k, v in flags.items()
                 if v is not None] + list(overrides)
-    if _finished(run_dir):
+    cfg = resolve_run_config(DetectionConfig, DEMO_RECIPE, settings)  # a bad setting stops before any work
+    if not (data["train_ann"].is_file() and data["val_ann"].is_file()):
+        say(f"[1/4] generating {train} + {val} images of shapes in {out / 'data'}")
+        make_shapes_dataset(out / "data", train=train, val=val, size=128)
+    else:
+        say(f"[1/4] using the dataset in {out / 'data'}")
+
+    summary = finished_summary(run_dir)
+    if summary is not None:
         say(f"[2/4] {run_dir} holds a finished run; delete it to train again")
-        summary = json.loads((run_dir / "metrics.json").read_text())
     else:
         resume = run_dir if list_step_checkpoints(run_dir) else None
-        cfg = resolve_run_config(DetectionConfig, DEMO_RECIPE, settings)
         say(f"[2/4] training {cfg.model.name} Mask R-CNN for {cfg.train.epochs} epochs on the CPU"
             + (" (resuming)" if resume else "") + f" -> {run_dir}")
         summary = train_detector(cfg, run_dir, resume=resume)
@@ -83,5 +79,5 @@ def run_demo(out: str | os.PathLike = "botnet-demo", *, train: int = 1000, val: 
     result = {k: metrics[k] for k in metrics if k.startswith(("box_", "mask_"))}
     result.update(minutes=round(minutes, 2), num_images=metrics.get("num_images", 0),
                   train_seconds=summary.get("train_seconds"))
-    write_json(out / "metrics.json", result)
+    outputs.write_json(out / "metrics.json", result)
     return result

@@ -9,6 +9,8 @@ Layout inside a run folder::
 
     checkpoints/step_00001200.pt   the last ``keep_last`` of these
     checkpoints/best.pt            the best so far by the task's main metric
+
+What else a run folder holds, and who may write there, is :mod:`botnet.engine.run_dir`.
 """
 from __future__ import annotations
 
@@ -22,14 +24,14 @@ import numpy as np
 import torch
 
 from botnet.errors import UserError
-from botnet.io import atomic_path, check_output_dir, remove_stale_tmp
+from botnet.io import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
+#: how a message names the run of a task
+TASK_WORDS = {"cls": "classification", "det": "detection"}
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 #: what the trainer reads from a checkpoint to continue a run
 TRAINING_KEYS = ("step", "steps_per_epoch", "model", "optimizer", "scheduler", "scaler", "rng")
-#: files that show a folder holds a run (a run killed before its first checkpoint has metrics.csv)
-RUN_FILES = ("metrics.csv", "model.safetensors", "best.safetensors", f"{CHECKPOINT_DIR}/best.pt")
 
 
 def step_path(run_dir: str | os.PathLike, step: int) -> Path:
@@ -100,14 +102,17 @@ def _to_tuples(x):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # through a Python file, so that a full disk surfaces as the OSError behind torch's error
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A training checkpoint; anything else (a bare tensor, a list, a state dict, a checkpoint
-    without its step) is a :class:`UserError` saying what the file holds instead."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    task: str | None = None) -> dict[str, Any]:
+    """A training checkpoint (of a run of ``task``, when given); anything else (a bare tensor, a
+    list, a state dict, a checkpoint without its step, another task's) is a :class:`UserError`
+    saying what the file holds instead."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -118,6 +123,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as e:  # truncated file, not a checkpoint, unsafe content
         raise UserError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e})") from None
     check_training_state(state, path)
+    meta = state.get("metadata")
+    saved = meta.get("task") if isinstance(meta, dict) else None
+    if task is not None and saved and saved != task:
+        raise UserError(f"{path}: this checkpoint is a {TASK_WORDS.get(saved, repr(saved))} run, which `botnet train "
+                        f"{task}` cannot continue; resume it with `botnet train {saved}`")
     return state
 
 
@@ -137,40 +147,6 @@ def check_training_state(state: Any, path: str | os.PathLike) -> None:
     if not isinstance(state["model"], dict):
         raise UserError(f"{path}: corrupt training checkpoint: 'model' is a {type(state['model']).__name__}, "
                         "not a state dict")
-
-
-def holds_run(folder: str | os.PathLike) -> list[str]:
-    """The run files in ``folder`` (step checkpoints and :data:`RUN_FILES`); empty if none."""
-    folder = Path(folder)
-    found = [str(p.relative_to(folder)) for p in list_step_checkpoints(folder)]
-    return found + [name for name in RUN_FILES if (folder / name).exists()]
-
-
-def prepare_run_dir(out_dir: str | os.PathLike, resume_from: str | os.PathLike | None, main: bool = True) -> None:
-    """Check a run folder before any work starts, and tidy it.
-
-    The folder must be writable (:func:`botnet.io.check_output_dir`); a new run must not start
-    in a folder that holds one; a resumed run may continue in its own folder or in a new one, but
-    not in a folder that holds another run (the two runs' checkpoints and logs would mix). On the
-    main process, temporary files left by writes that a kill interrupted are removed."""
-    out_dir = Path(out_dir)
-    if main:
-        check_output_dir(out_dir)
-    if resume_from is None:
-        if list_step_checkpoints(out_dir):
-            raise UserError(f"{out_dir} already holds a run (checkpoints/); continue it with --resume {out_dir} "
-                            "or choose another output folder")
-    else:
-        source = run_dir_of(resume_from)
-        found = holds_run(out_dir)
-        if found and out_dir.resolve() != source.resolve():
-            raise UserError(
-                f"--out {out_dir} holds another run ({', '.join(found[:4])}); continuing {source} there would mix "
-                f"two runs' checkpoints and logs. Continue it in its own folder (--resume {source} without --out) "
-                "or in an empty folder")
-    if main:
-        remove_stale_tmp(out_dir)
-        remove_stale_tmp(out_dir / CHECKPOINT_DIR)
 
 
 def prune(run_dir: str | os.PathLike, keep_last: int) -> None:

@@ -144,10 +144,13 @@ class LogHook(Hook):
         return line
 
     def state_dict(self):
-        return {**self.window, "sums": dict(self.window["sums"])}
+        # the last row too: a resumed run that has no step left still reports its training loss
+        return {**self.window, "sums": dict(self.window["sums"]), "last_row": dict(self.last_row)}
 
     def load_state_dict(self, state) -> None:
         if state is not None:
+            state = dict(state)
+            self.last_row = state.pop("last_row", {})
             self.window = state
 
 
@@ -162,11 +165,13 @@ class EvalHook(Hook):
         self.best: dict[str, Any] | None = None
         self.last_step = -1
         self.last_metrics: dict[str, float] = {}
+        self._evaluated: int | None = None  # the step of the last evaluation, as the checkpoint recorded
 
     def before_train(self, trainer) -> None:
         if self.best is None:
             self.best = {"metric": trainer.task.main_metric, "value": -math.inf, "step": -1}
-        self.last_step = trainer.step if trainer.step else -1
+        # the final checkpoint is written before the final evaluation: resuming it evaluates again
+        self.last_step = self._evaluated if self._evaluated is not None else (trainer.step if trainer.step else -1)
 
     def after_step(self, trainer, result) -> None:
         step, spe = trainer.step, trainer.steps_per_epoch
@@ -195,10 +200,12 @@ class EvalHook(Hook):
         return metrics
 
     def state_dict(self):
-        return dict(self.best) if self.best is not None else None
+        return {**self.best, "evaluated": self.last_step} if self.best is not None else None
 
     def load_state_dict(self, state) -> None:
-        self.best = dict(state) if state is not None else None
+        state = dict(state) if state is not None else None
+        self._evaluated = state.pop("evaluated", None) if state is not None else None
+        self.best = state
 
 
 class CheckpointHook(Hook):

@@ -32,9 +32,11 @@ from botnet.engine.evaluate import autocast, evaluate
 from botnet.engine.hooks import CheckpointHook, EmaHook, EvalHook, Hook, LogHook, StepResult
 from botnet.engine.loader import train_loader
 from botnet.engine.optim import build_optimizer, build_scheduler
+from botnet.engine.run_dir import finished_summary, hold_run_dir
 from botnet.engine.run_log import NullRunLog, RunLog
 from botnet.engine.task import Task
 from botnet.errors import UserError
+from botnet.weights import save_weights
 
 
 class NonFiniteLossError(UserError):
@@ -48,7 +50,9 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str 
     device = du.select_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
     info = du.setup(cfg.dist.backend, device)
     try:
-        return Trainer(task, cfg, Path(out_dir), resume, info, device).run()
+        resume_from = ckpt.resolve_resume(resume) if resume is not None else None
+        with hold_run_dir(out_dir, resume_from, main=info.is_main):  # locked, writable, not another run's
+            return Trainer(task, cfg, Path(out_dir), resume_from, info, device).run()
     finally:
         du.teardown(info)
 
@@ -60,14 +64,13 @@ def _seed_all(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, resume, info: du.DistInfo, device: torch.device):
+    def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, resume_from, info: du.DistInfo, device: torch.device):
         self.task, self.cfg, self.out_dir, self.info, self.device = task, cfg, out_dir, info, device
         tc = cfg.train
         if tc.accum_steps < 1 or tc.batch_size < 1 or tc.epochs < 1:
             raise UserError("train.epochs, train.batch_size and train.accum_steps must be at least 1")
         autocast(device, cfg.amp.dtype)  # validates the precision before any work
-        self.resume_from = ckpt.resolve_resume(resume) if resume is not None else None
-        ckpt.prepare_run_dir(out_dir, self.resume_from, main=info.is_main)  # writable, not another run's
+        self.resume_from = resume_from
 
         # the data is validated first, so user errors surface before any model is built
         self.train_set, self.val_set = task.build_datasets()
@@ -119,8 +122,7 @@ class Trainer:
         if rng is not None:
             ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
 
-        if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+        if info.is_main:  # the folder exists: hold_run_dir made it
             # a pause point belongs to one invocation, not to the run: `--resume` must not stop again
             saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stop_after_steps=None))
             save_config(saved, out_dir / "config.yaml")
@@ -133,19 +135,11 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        state = {
-            "step": self.step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.total_steps,
-            "world_size": self.info.world_size,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "amp": self.amp,
-            "config": to_dict(self.cfg),
-            "metadata": self.task.metadata(),
-        }
+        state = {"step": self.step, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                 "world_size": self.info.world_size, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "amp": self.amp, "config": to_dict(self.cfg),
+                 "metadata": self.task.metadata()}
         state.update({h.state_key: h.state_dict() for h in self.hooks if h.state_key})
         return state
 
@@ -163,7 +157,7 @@ class Trainer:
     def _load(self, path: Path) -> list:
         # on the CPU: RNG states must stay CPU tensors; weights and optimizer state are copied
         # to the model's device by load_state_dict
-        state = ckpt.load_checkpoint(path, map_location="cpu")
+        state = ckpt.load_checkpoint(path, map_location="cpu", task=self.task.name)
         try:
             self.model.load_state_dict(state["model"])
             for hook in self.hooks:
@@ -173,7 +167,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"{path}: this checkpoint does not match the configured model/optimizer ({e})") from None
+            why = " ".join(str(e).split())  # torch lists every key: the start says enough
+            raise UserError(f"{path}: this checkpoint does not match the configured model/optimizer ({why[:300]})") from None
         self.step = int(state["step"])
         if self.cfg.amp.dtype == "auto" and state.get("amp"):  # the run goes on in its precision
             self.amp, self.amp_note = state["amp"], " (amp auto, as the checkpoint recorded)"
@@ -199,8 +194,6 @@ class Trainer:
         """Inference weights of the evaluated model (safetensors + the task's metadata, written
         atomically) for ``botnet eval`` / ``predict``."""
         if self.info.is_main:
-            from botnet.weights import save_weights
-
             save_weights(self.eval_model(), self.out_dir / name, self.task.metadata())
 
     # -- the loop --------------------------------------------------------------------------
@@ -245,6 +238,11 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         tc, spe = self.cfg.train, self.steps_per_epoch
+        done = finished_summary(self.out_dir) if self.step == self.total_steps else None
+        if done is not None and done.get("step") == self.step:  # its metrics.json is kept as it is
+            self.log.message(f"{self.out_dir}: this run is finished (step {self.step}); nothing to do")
+            self.log.close()
+            return done
         self.log.message(
             f"training {self.task.name}: {self.total_steps} steps ({tc.epochs} epochs x {spe}), global batch "
             f"{self.global_batch}, lr {self.optimizer.param_groups[0]['initial_lr']:.4g}, {self.info.world_size} process(es) on "
