@@ -182,6 +182,11 @@ def test_full_disk_while_writing_a_checkpoint_names_it(tmp_path, monkeypatch):
         train(ToyTask(), toy_config(), tmp_path)
     message = str(info.value)
     assert message == f"cannot write {tmp_path / 'checkpoints' / 'step_00000016.pt'}: No space left on device"
+    # a large tensor: torch reports the failed write as its own RuntimeError raised over the OSError
+    import torch
+
+    with pytest.raises(UserError, match=r"cannot write .*step_00000016.pt: No space left on device"):
+        botnet.engine.checkpoint.save_checkpoint({"big": torch.zeros(100_000)}, tmp_path / "step_00000016.pt")
 
 
 def test_full_disk_while_writing_safetensors_names_it(tmp_path, monkeypatch):
