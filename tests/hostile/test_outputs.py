@@ -182,7 +182,7 @@ def test_full_disk_while_writing_a_checkpoint_names_it(tmp_path, monkeypatch):
         train(ToyTask(), toy_config(), tmp_path)
     message = str(info.value)
     assert message == f"cannot write {tmp_path / 'checkpoints' / 'step_00000016.pt'}: No space left on device"
-    # a large tensor: torch reports the failed write as its own RuntimeError raised over the OSError
+    # a large tensor: torch's own error, then the OSError of the file's flush
     import torch
 
     with pytest.raises(UserError, match=r"cannot write .*step_00000016.pt: No space left on device"):
@@ -197,6 +197,18 @@ def test_full_disk_while_writing_safetensors_names_it(tmp_path, monkeypatch):
     full_disk(monkeypatch, botnet.weights, "w.safetensors")
     with pytest.raises(UserError, match=r"cannot write .*w.safetensors: No space left on device"):
         botnet.weights.save_weights({"a": torch.zeros(10_000)}, tmp_path / "w.safetensors")
+    assert listing(tmp_path) == []
+
+
+def test_a_library_error_raised_over_a_full_disk_names_the_file(tmp_path):
+    def library_writer(path):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    with pytest.raises(UserError, match=r"cannot write .*x.pt: No space left on device"):
+        atomic_write(tmp_path / "x.pt", library_writer)
     assert listing(tmp_path) == []
 
 
