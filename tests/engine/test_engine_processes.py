@@ -72,13 +72,13 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_and_resume_w
         real_save = torch.save
 
         def dying_save(obj, f, *args, **kwargs):
-            if os.path.basename(f).startswith(".step_00000008.pt"):
+            # checkpoints are written to an open file (its name: the temporary one)
+            if os.path.basename(getattr(f, "name", f)).startswith(".step_00000008.pt"):
                 buf = io.BytesIO()
                 real_save(obj, buf)
-                with open(f, "wb") as fh:
-                    fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                f.flush()
+                os.fsync(f.fileno())
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_save(obj, f, *args, **kwargs)
 
