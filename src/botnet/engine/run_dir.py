@@ -47,17 +47,14 @@ def finished_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) and summary.get("finished") is True else None
 
 
-def prepare_run_dir(out_dir: str | os.PathLike, resume_from: str | os.PathLike | None, main: bool = True) -> None:
+def prepare_run_dir(out_dir: str | os.PathLike, resume_from: str | os.PathLike | None) -> None:
     """Check a run folder before any work starts, and tidy it.
 
-    The folder must be writable (:func:`botnet.io.check_output_dir`); a new run must not start
-    in a folder that holds one (:func:`holds_run`); a resumed run may continue in its own folder
-    or in a new one, but not in a folder that holds another run (the two runs' checkpoints and
-    logs would mix). On the main process, temporary files left by writes that a kill interrupted
-    are removed."""
+    A new run must not start in a folder that holds one (:func:`holds_run`); a resumed run may
+    continue in its own folder or in a new one, but not in a folder that holds another run (the
+    two runs' checkpoints and logs would mix). Temporary files left by writes that a kill
+    interrupted are removed."""
     out_dir = Path(out_dir)
-    if main:
-        check_output_dir(out_dir)
     found = holds_run(out_dir)
     if resume_from is None:
         if found:
@@ -70,9 +67,8 @@ def prepare_run_dir(out_dir: str | os.PathLike, resume_from: str | os.PathLike |
                 f"--out {out_dir} holds another run ({', '.join(found[:4])}); continuing {source} there would mix "
                 f"two runs' checkpoints and logs. Continue it in its own folder (--resume {source} without --out) "
                 "or in an empty folder")
-    if main:
-        remove_stale_tmp(out_dir)
-        remove_stale_tmp(out_dir / CHECKPOINT_DIR)
+    remove_stale_tmp(out_dir)
+    remove_stale_tmp(out_dir / CHECKPOINT_DIR)
 
 
 class RunLock:
@@ -134,23 +130,24 @@ class RunLock:
 @contextlib.contextmanager
 def hold_run_dir(out_dir: str | os.PathLike, resume_from: str | os.PathLike | None,
                  main: bool = True) -> Iterator[None]:
-    """Hold ``out_dir`` for one run: the main process locks it (:class:`RunLock`), then the folder
-    is checked (:func:`prepare_run_dir`) by every process. A refusal on the main process is raised
-    on every process, so that none waits for the others; a folder made here and left empty is
-    removed when the run is refused."""
+    """Hold ``out_dir`` for one run: the main process checks that it can be written
+    (:func:`~botnet.io.check_output_dir`), locks it (:class:`RunLock`) and checks what it holds
+    (:func:`prepare_run_dir`), alone, so that no process reads the files the main one starts
+    writing. Its refusal is raised on every process, so that none waits for the others; a folder
+    made here and left empty is removed when the run is refused."""
     out_dir = Path(out_dir)
     lock, made, error = RunLock(out_dir), not out_dir.exists(), None
-    if main:
-        try:
-            check_output_dir(out_dir)
-            lock.acquire()
-        except UserError as e:
-            error = str(e)
-    error = du.all_gather_objects(error)[0]
-    if error is not None:
-        raise UserError(error)
     try:
-        prepare_run_dir(out_dir, resume_from, main=main)
+        if main:
+            try:
+                check_output_dir(out_dir)
+                lock.acquire()
+                prepare_run_dir(out_dir, resume_from)
+            except UserError as e:
+                error = str(e)
+        error = du.all_gather_objects(error)[0]
+        if error is not None:
+            raise UserError(error)
         yield
     finally:
         lock.release()
