@@ -171,7 +171,7 @@ class Outputs:
     def __init__(self, inputs: Iterable[str | os.PathLike | None] = (), folder: str | os.PathLike | None = None,
                  flag: str = "--out"):
         self.flag = flag
-        self.new: list[Path] = []
+        self.new: dict[Path, None] = {}  # in the order claimed; a dict, for thousands of files
         self._inputs: dict[tuple[int, int], Path] = {}
         for p in inputs:
             ident = _identity(p) if p is not None else None
@@ -195,8 +195,8 @@ class Outputs:
         if same is not None:
             named = "" if same == path else f" {same}"
             raise UserError(f"cannot write {path}: it is this command's input{named}; choose another {self.flag}")
-        if not os.path.lexists(path) and path not in self.new:
-            self.new.append(path)
+        if path not in self.new and not os.path.lexists(path):
+            self.new[path] = None
         return path
 
     def write_json(self, path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
@@ -204,7 +204,7 @@ class Outputs:
 
     def rollback(self) -> None:
         """Remove what this command created (and nothing else)."""
-        for path in reversed(self.new):
+        for path in reversed(list(self.new)):
             with contextlib.suppress(OSError):
                 path.unlink()
         self.new.clear()
