@@ -178,10 +178,10 @@ class Outputs:
             if ident is not None:
                 self._inputs.setdefault(ident, Path(p))
         self.folder = None if folder is None else check_output_dir(folder, flag)
-        if self.folder is not None and self.input_at(self.folder) is not None:
-            raise UserError(f"{flag} {self.folder}: this is the folder of the input {self.input_at(self.folder)}; the "
-                            "outputs would be written among the inputs (and over those of the same name). "
-                            "Choose another folder")
+        same = self.input_at(self.folder) if self.folder is not None else None
+        if same is not None:
+            raise UserError(f"{flag} {self.folder}: this is an input folder ({same}); the outputs would be written "
+                            "among the inputs (and over those of the same name). Choose another folder")
 
     def input_at(self, path: str | os.PathLike) -> Path | None:
         """The input that ``path`` names, if any."""

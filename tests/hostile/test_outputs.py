@@ -59,7 +59,7 @@ def test_predict_det_out_into_the_photo_folder_is_refused(photos, det_weights, t
     link.symlink_to(photos)
     for out in (photos, link):
         code, err = _predict_det(capsys, det_weights, photos, "--out", out)
-        assert code == 2 and f"--out {out}: this is the folder of the input" in err
+        assert code == 2 and f"--out {out}: this is an input folder ({photos})" in err
         assert _snapshot(photos) == before
 
 
