@@ -1,6 +1,6 @@
-"""Outputs that must not cost the user a file (issue items 1, 5, 6, 19, 25 and 26): --out over the
-inputs, a rollback that deleted earlier files, eval over a run's metrics, a full disk, demo counts
-refused late, and one unreadable file among many predictions."""
+"""Outputs that must not cost the user a file: --out over the inputs, a rollback that deleted
+earlier files, eval over a run's metrics, a full disk, demo counts refused late, and one
+unreadable file among many predictions."""
 import errno
 import io
 import json
@@ -50,7 +50,7 @@ def _predict_det(capsys, det_weights, *argv):
     return run_cli(capsys, "predict", "det", *argv, "--weights", det_weights, "--device", "cpu")
 
 
-# -- item 1: predictions over the photos, and a rollback that deleted earlier files -------------
+# -- predictions over the photos, and a rollback that deleted earlier files -------------
 
 
 def test_predict_det_out_into_the_photo_folder_is_refused(photos, det_weights, tmp_path, capsys):
@@ -97,7 +97,7 @@ def test_a_failed_prediction_removes_only_its_own_drawings(photos, det_weights, 
     assert (out / "earlier.png").read_bytes() == b"an earlier run's drawing"
 
 
-# -- item 26: one unreadable or dangling file among the images ------------------------------------
+# -- one unreadable or dangling file among the images ------------------------------------
 
 
 def test_predict_det_skips_unreadable_files_and_says_so(photos, det_weights, tmp_path, capsys):
@@ -126,7 +126,7 @@ def test_predict_cls_skips_unreadable_files_and_says_so(colour_copy, cls_weights
     assert all(str(p) in out.out for p in images) and "broken.jpg" not in out.out
 
 
-# -- item 5: convert and export over their input --------------------------------------------------
+# -- convert and export over their input --------------------------------------------------
 
 
 def test_convert_onto_its_input_is_refused(cls_weights, tmp_path, capsys):
@@ -143,7 +143,7 @@ def test_convert_onto_its_input_is_refused(cls_weights, tmp_path, capsys):
     assert code == 2 and "it is this command's input" in err and src.read_bytes() == before
 
 
-# -- item 6: eval into a run folder ----------------------------------------------------------------
+# -- eval into a run folder ----------------------------------------------------------------
 
 
 def test_eval_cls_into_a_run_folder_keeps_its_metrics(colour_folder, cls_weights, tmp_path, capsys):
@@ -169,7 +169,7 @@ def test_eval_det_into_a_run_folder_keeps_its_metrics(coco_set, det_weights, tmp
     assert "box_ap" in json.loads((run / "eval.json").read_text()) and (run / "predictions.json").is_file()
 
 
-# -- item 19: a full disk --------------------------------------------------------------------------
+# -- a full disk --------------------------------------------------------------------------
 
 
 def test_full_disk_while_writing_a_checkpoint_names_it(tmp_path, monkeypatch):
@@ -239,7 +239,7 @@ def test_outputs_refuse_inputs_and_roll_back_only_what_they_created(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "kept.json"]
 
 
-# -- item 25: demo counts --------------------------------------------------------------------------
+# -- demo counts --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("counts", [("--train", "-1"), ("--val", "-5"), ("--train", "0", "--val", "0")])

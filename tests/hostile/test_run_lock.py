@@ -1,6 +1,6 @@
-"""Run folders that must not be lost (issue items 2, 3, 4, 7 and 28): two runs on one folder, a
-new run on a finished run whose checkpoints were deleted, --resume of a finished run, a run whose
-final evaluation or export failed, and a checkpoint resumed by the other task."""
+"""Run folders that must not be lost: two runs on one folder, a new run on a finished run whose
+checkpoints were deleted, --resume of a finished run, a run whose final evaluation or export
+failed, and a checkpoint resumed by the other task."""
 import json
 import os
 import shutil
@@ -44,7 +44,7 @@ def holder(tmp_path):
     proc.wait()
 
 
-# -- item 2: two runs on one folder ----------------------------------------------------------------
+# -- two runs on one folder ----------------------------------------------------------------
 
 
 def test_a_second_run_on_a_locked_folder_is_refused(colour_folder, tmp_path, capsys, holder):
@@ -75,7 +75,7 @@ def test_the_lock_is_exclusive_and_released(tmp_path):
     RunLock(tmp_path).acquire().release()
 
 
-# -- item 3: a finished run whose checkpoints/ was deleted -----------------------------------------
+# -- a finished run whose checkpoints/ was deleted -----------------------------------------
 
 
 def test_new_run_on_a_finished_run_without_checkpoints_is_refused(tmp_path):
@@ -89,7 +89,7 @@ def test_new_run_on_a_finished_run_without_checkpoints_is_refused(tmp_path):
     assert "model.safetensors" in holds_run(tmp_path)
 
 
-# -- items 4 and 7: --resume of a finished run, or of one whose end failed -------------------------
+# -- --resume of a finished run, or of one whose end failed -------------------------
 
 
 def test_resume_of_a_finished_run_keeps_its_metrics(tmp_path, capsys):
@@ -142,7 +142,7 @@ def test_resume_after_a_full_disk_at_the_final_export_finishes_the_run(tmp_path,
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "best.safetensors").is_file()
 
 
-# -- item 28: a checkpoint of the other task -------------------------------------------------------
+# -- a checkpoint of the other task -------------------------------------------------------
 
 
 def test_detection_checkpoint_resumed_as_classification(coco_set, colour_folder, tmp_path, capsys):
