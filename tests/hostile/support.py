@@ -3,7 +3,10 @@ stderr, never a traceback), a small COCO set to corrupt."""
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import json
+import os
 from pathlib import Path
 
 from botnet.cli import main
@@ -60,3 +63,23 @@ class CocoSet:
         }
         self.ann.write_text(json.dumps(doc))
         return self.ann
+
+
+def full_disk(monkeypatch, module, name):
+    """Files whose name holds ``name``, opened for writing through ``module``'s ``open``, fail as
+    on a full disk (ENOSPC from the write or the flush)."""
+    real = open
+
+    class Full(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and name in os.path.basename(str(path)):
+            return io.BufferedWriter(Full())
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", fake_open, raising=False)

@@ -2,7 +2,6 @@
 earlier files, eval over a run's metrics, a full disk, demo counts refused late, and one
 unreadable file among many predictions."""
 import errno
-import io
 import json
 import os
 import shutil
@@ -11,31 +10,11 @@ import pytest
 
 from botnet.errors import UserError
 from botnet.io import Outputs, atomic_write
-from tests.hostile.support import listing, run_cli
+from tests.hostile.support import full_disk, listing, run_cli
 
 
 def _snapshot(folder):
     return {p: (folder / p).read_bytes() for p in listing(folder) if (folder / p).is_file()}
-
-
-def full_disk(monkeypatch, module, name):
-    """Files whose name holds ``name``, opened for writing through ``module``'s ``open``, fail as
-    on a full disk (ENOSPC from the write or the flush)."""
-    real = open
-
-    class Full(io.RawIOBase):
-        def writable(self):
-            return True
-
-        def write(self, b):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def fake_open(path, mode="r", *args, **kwargs):
-        if "w" in mode and name in os.path.basename(str(path)):
-            return io.BufferedWriter(Full())
-        return real(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(module, "open", fake_open, raising=False)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from botnet.engine.checkpoint import list_step_checkpoints
 from botnet.engine.run_dir import LOCK_FILE, RunLock, holds_run
 from botnet.errors import UserError
 from tests.engine.toy_task import ToyTask, toy_config
-from tests.hostile.support import CLS_FAST, DET_FAST, listing, run_cli
+from tests.hostile.support import CLS_FAST, DET_FAST, full_disk, listing, run_cli
 
 _HOLD = """
 import sys
@@ -127,8 +127,6 @@ def test_resume_after_a_failed_final_evaluation_evaluates(tmp_path):
 
 
 def test_resume_after_a_full_disk_at_the_final_export_finishes_the_run(tmp_path, monkeypatch):
-    from tests.hostile.test_outputs import full_disk
-
     import botnet.weights
 
     cfg = toy_config(**{"eval.every_epochs": 0, "checkpoint.every_steps": 0})
