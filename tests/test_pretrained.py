@@ -126,6 +126,13 @@ def test_imagenet_is_the_same_depth_torchvision_resnet_or_timms_own(caches, no_n
         botnet.create_model("resnet200", pretrained="imagenet")
 
 
+@pytest.mark.parametrize("depth", [50, 101, 152])
+def test_imagenet_names_the_resnet_of_the_same_depth(depth):
+    for name in (f"resnet{depth}", f"botnet{depth}"):
+        source = imagenet_source_for(name, botnet.models.get_model_config(name))
+        assert source.startswith(f"torchvision:ResNet{depth}_Weights."), (name, source)
+
+
 def test_timm_botnet_from_the_hf_cache_computes_what_timm_computes(caches, no_network):
     theirs = narrow_timm_botnet26t()
     put_in_hf_cache(caches, BOT26, theirs.state_dict())
