@@ -28,12 +28,21 @@ BOT26 = "timm/botnet26t_256.c1_in1k"
 
 
 def randomise(model: torch.nn.Module) -> torch.nn.Module:
+    """Random weights under which attention has structure, as after training: every matrix (conv,
+    linear, q / k / v, position table) at unit gain, N(0, 1 / fan_in), so that q . k and q . r are of
+    unit scale; norm scales in 0.5 .. 1.5. A small-scale draw would leave attention near-uniform
+    (a mean over the map), where a pool before the attention or swapped tables change nothing."""
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if "running_var" in name else
-                        torch.randn(t.shape, generator=g) * (0.5 if "pos_embed" in name else 0.1))
+            if not t.is_floating_point():
+                continue
+            if t.dim() >= 2:
+                t.copy_(torch.randn(t.shape, generator=g) * (t[0].numel() ** -0.5))
+            elif "running_var" in name or name.endswith(".weight"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
     return model
 
 
@@ -115,6 +124,13 @@ def test_imagenet_is_the_same_depth_torchvision_resnet_or_timms_own(caches, no_n
     assert imagenet_source_for("botnet26t_256", None) == "timm:botnet26t_256.c1_in1k"
     with pytest.raises(UserError, match="'imagenet' has no weights for resnet200"):
         botnet.create_model("resnet200", pretrained="imagenet")
+
+
+@pytest.mark.parametrize("depth", [50, 101, 152])
+def test_imagenet_names_the_resnet_of_the_same_depth(depth):
+    for name in (f"resnet{depth}", f"botnet{depth}"):
+        source = imagenet_source_for(name, botnet.models.get_model_config(name))
+        assert source.startswith(f"torchvision:ResNet{depth}_Weights."), (name, source)
 
 
 def test_timm_botnet_from_the_hf_cache_computes_what_timm_computes(caches, no_network):

@@ -181,3 +181,14 @@ def test_max_side_reads_a_large_image_smaller_with_its_boxes_and_masks(tmp_path)
     assert (image[0][12:, :] == 0).all() and (image[0][:, 14:] == 0).all()
     assert target["orig_size"] == (32, 40) and tuple(full_image.shape) == (3, 32, 40)
     assert full["masks"].shape == (3, 32, 40)
+
+
+def test_a_missing_area_is_the_mask_area_not_the_box_area():
+    from botnet.data.coco import complete_annotations
+
+    # a right triangle with legs of 30 px: area 450, half its 900 px box
+    triangle = [[0, 0, 30, 0, 0, 30]]
+    data = {"images": [{"id": 1, "width": 40, "height": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 30, 30], "segmentation": triangle}]}
+    assert complete_annotations(data) == 1
+    assert data["annotations"][0]["area"] == pytest.approx(450, rel=0.1)

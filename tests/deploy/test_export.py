@@ -212,6 +212,34 @@ def test_failed_check_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_dynamic_export_is_checked_at_a_second_size(tmp_path, monkeypatch):
+    # a stand-in for onnxruntime that reproduces PyTorch at the export size only, as a graph that
+    # kept its input shape constant would: the fixed export passes, the dynamic one must not
+    import botnet.export_check as check
+    import botnet.export_formats as formats
+
+    graph = {}
+
+    def write(wrapper, example, tmp, *args):
+        graph.update(wrapper=wrapper, shape=tuple(example.shape))
+        tmp.write_bytes(b"graph")
+
+    def run(path, x):
+        wrong = 0.0 if tuple(x.shape) == graph["shape"] else 1.0
+        return [y.numpy() + wrong for y in check.reference(graph["wrapper"], x)]
+
+    monkeypatch.setattr(formats, "write_onnx_dynamo", write)
+    monkeypatch.setattr(check, "run_onnx", run)
+    fixed = export_model("resnet_tiny", tmp_path / "fixed.onnx", size=(64, 64))
+    assert [shape for shape, _ in fixed.checks] == [(1, 3, 64, 64)]
+    with pytest.raises(ExportCheckError, match="differs from PyTorch"):
+        export_model("resnet_tiny", tmp_path / "dynamic.onnx", size=(64, 64), dynamic=True)
+    assert not (tmp_path / "dynamic.onnx").exists()
+    shapes = check.check_inputs(torch.zeros(1, 3, 64, 64), dynamic=True)
+    (b, _, h, w) = shapes[1].shape
+    assert b != 1 and h != 64 and w != 64 and h != w  # another batch, a non-square size
+
+
 def test_onnx_export_without_the_extra_says_what_to_install(tmp_path, monkeypatch):
     import importlib.util
 

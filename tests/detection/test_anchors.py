@@ -110,3 +110,38 @@ def test_training_a_random_backbone_says_the_paper_starts_from_imagenet(monkeypa
     api.train_detector(DetectionConfig(model=DetModelConfig(name=name, backbone_weights=weights)), tmp_path, resume)
     said = capsys.readouterr().err
     assert (f"backbone {name} starts from random weights" in said and "--backbone-weights imagenet" in said) == hinted
+
+
+@pytest.mark.parametrize("w, h", [(10, 40), (40, 10)])
+def test_auto_aspect_ratio_is_height_over_width(w, h):
+    # boxes four times taller than wide (or wider than tall): anchors of that very shape cover them all
+    wh = np.tile([float(w), float(h)], (50, 1))
+    fit = auto_anchors(BoxStats(wh, np.full(5, 10)))
+    assert fit["aspect_ratios"] == [h / w]
+    (aw, ah), = anchor_shapes(fit["anchor_sizes"][:1], [1.0], fit["aspect_ratios"])
+    assert (aw, ah) == pytest.approx((w, h))
+    assert coverage(wh, anchor_shapes(fit["anchor_sizes"], fit["anchor_scales"], fit["aspect_ratios"])) == 1.0
+
+
+def test_data_stats_figures(tmp_path, capsys):
+    # at canvas 400 a 400 x 200 image keeps its size: the figures are those of the boxes as written.
+    # sizes sqrt(w h): 32, 64, 128 (squares), 10 (20 x 5) and 20 (40 x 10); sorted 10, 20, 32, 64, 128,
+    # so the percentiles 5 / 25 / 50 / 75 / 95 (linear, at positions 0.2, 1, 2, 3, 3.8) are
+    # 12.0 / 20.0 / 32.0 / 64.0 / 115.2. Aspect h / w: 1, 1, 1, 0.25, 0.25 (median 1).
+    # The default anchors (32 .. 512, ratios 0.5, 1, 2) fit the squares exactly; the best for 20 x 5
+    # is 45.3 x 22.6 (IoU 100 / 1024) and for 40 x 10 the same (IoU 400 / 1024): 3 of 5 covered.
+    boxes = [[0, 0, 32, 32], [40, 0, 64, 64], [110, 0, 128, 128], [0, 150, 20, 5], [50, 150, 40, 10]]
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 400, "height": 200},
+                      {"id": 2, "file_name": "b.png", "width": 400, "height": 200}],
+           "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "bus"}],
+           "annotations": [{"id": i + 1, "image_id": 1 if i < 3 else 2, "category_id": 1 if i else 2, "bbox": b,
+                            "area": b[2] * b[3], "iscrowd": 0} for i, b in enumerate(boxes)]}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(doc))
+    assert main(["data", "stats", "--ann", str(ann), "--canvas", "400"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "images: 2, boxes: 5 (2.5 per image, max 3)"
+    assert lines[1].endswith(": 12.0 / 20.0 / 32.0 / 64.0 / 115.2 px")
+    assert lines[2] == "aspect h / w, median 1.00"
+    assert lines[3] == "classes: car 4, bus 1"
+    assert lines[4].endswith(": 60% of boxes have one of IoU >= 0.7")

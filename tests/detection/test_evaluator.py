@@ -136,3 +136,28 @@ def test_size_ranges_without_objects_report_minus_one():
     metrics = ev.summarize()
     assert metrics["box_aps"] == pytest.approx(100.0)
     assert metrics["box_apl"] == -1.0 and metrics["mask_apl"] == -1.0
+
+
+def test_each_key_holds_its_own_figure_on_a_set_where_all_six_differ():
+    # One class, three objects on a 1000 x 1000 image: small (20 x 20), medium (50 x 50), large
+    # (200 x 200). Detections: the large one exactly (score 0.9); the medium one shifted by 12 px
+    # (IoU 38 / 62 = 0.613, score 0.8), a hit at IoU thresholds 0.50, 0.55 and 0.60 only; the
+    # small one missed. COCO's AP samples precision at 101 recall points 0, 0.01, .., 1:
+    # with 2 of 3 found at precision 1, points 0 .. 0.66 score (67 of 101); with 1 of 3, 0 .. 0.33 (34).
+    coco = COCO()
+    boxes = {1: [700, 700, 20, 20], 2: [100, 100, 50, 50], 3: [400, 300, 200, 200]}
+    coco.dataset = {"images": [{"id": 1, "width": 1000, "height": 1000, "file_name": "x.png"}],
+                    "categories": [{"id": 1, "name": "a"}],
+                    "annotations": [{"id": i, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": b,
+                                     "area": b[2] * b[3]} for i, b in boxes.items()]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    results = [{"image_id": 1, "category_id": 1, "bbox": [400, 300, 200, 200], "score": 0.9},
+               {"image_id": 1, "category_id": 1, "bbox": [112, 100, 50, 50], "score": 0.8}]
+    m = coco_metrics(coco, results, iou_types=("bbox",))
+    two, one = 67 / 101, 34 / 101
+    expected = {"box_ap": 100 * (3 * two + 7 * one) / 10, "box_ap50": 100 * two, "box_ap75": 100 * one,
+                "box_aps": 0.0,                # the small object is never found
+                "box_apm": 100 * 3 / 10,       # the medium one at 3 of the 10 thresholds, alone in its range
+                "box_apl": 100.0}
+    assert m == pytest.approx(expected, abs=1e-3)

@@ -108,3 +108,31 @@ def test_a_batch_of_only_unreadable_images_gives_a_zero_loss_through_a_forward_p
     losses["loss"].backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert sum(g is not None for g in grads) > len(grads) // 2  # the forward reached the model's layers
+
+
+@pytest.mark.parametrize("train_empty", [False, True])
+def test_train_empty_keeps_or_drops_images_without_objects(shapes, tmp_path, train_empty):
+    import json
+    import shutil
+
+    from botnet.cli import build_cli
+    from botnet.cli.det import train_overrides
+    from botnet.detection.task import load_training_data
+    from botnet.engine.config import resolve_run_config
+
+    # the training set plus two images without annotations (the set may hold some already)
+    doc = json.loads(shapes["train_ann"].read_text())
+    images = tmp_path / "images"
+    shutil.copytree(shapes["train_images"], images)
+    first = doc["images"][0]
+    for k in (1, 2):
+        shutil.copy(images / first["file_name"], images / f"empty{k}.png")
+        doc["images"].append({**first, "id": 1000 + k, "file_name": f"empty{k}.png"})
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(doc))
+    annotated = len({a["image_id"] for a in doc["annotations"]})
+    argv = ["train", "det", "--data", str(images), "--ann", str(ann), "--out", str(tmp_path / "run")]
+    args = build_cli().parser.parse_args(argv + (["--train-empty"] if train_empty else []))
+    cfg = resolve_run_config(DetectionConfig, args.config, train_overrides(args))  # as `botnet train det` does
+    train, _ = load_training_data(cfg)
+    assert len(train) == (len(doc["images"]) if train_empty else annotated) and len(doc["images"]) > annotated

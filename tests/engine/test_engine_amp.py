@@ -122,3 +122,20 @@ def test_the_measurement_says_so_first_and_stops_at_its_budget(bf16_cpu, monkeyp
     monkeypatch.setattr(ac, "LONG_STEP_S", 0.0)
     times = ac.step_times(task, model, data, 8, torch.device("cpu"))
     assert len(steps) == 2 and all(t > 0 for t in times.values())
+
+
+def test_resume_under_auto_keeps_the_precision_the_checkpoint_recorded(tmp_path, capsys, monkeypatch):
+    from botnet.engine import train
+    from botnet.engine.checkpoint import load_checkpoint
+    from tests.engine.toy_task import ToyTask, toy_config
+
+    cfg = {"amp.dtype": "auto", "train.epochs": 1}
+    monkeypatch.setattr(ev, "native_bf16", lambda device: False)
+    train(ToyTask(), toy_config(**cfg, **{"train.stop_after_steps": 4}), tmp_path)
+    # the same run resumed on a machine where auto would now choose bf16
+    monkeypatch.setattr("botnet.engine.trainer.choose_training_amp", lambda *args: ("bf16", " (chosen anew)"))
+    capsys.readouterr()
+    train(ToyTask(), toy_config(**cfg), tmp_path, resume=tmp_path)
+    assert "in fp32 (amp auto, as the checkpoint recorded)" in capsys.readouterr().err
+    last = sorted((tmp_path / "checkpoints").glob("step_*.pt"))[-1]
+    assert load_checkpoint(last)["amp"] == "fp32"

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from botnet.data.coco import CocoDetection
 from botnet.data.imagefolder import ImageFolderDataset
@@ -126,3 +126,20 @@ def test_training_reads_a_photo_at_half_size_in_either_frame(tmp_path, declared,
     assert target["boxes"].tolist() == [[x / 2, y / 2, (x + w) / 2, (y + h) / 2]]
     mask = target["masks"][0].numpy().astype(bool)
     assert _is_red(image.permute(1, 2, 0).numpy())[mask].mean() > 0.6  # the block, its edges blended
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_reads_as_pil_turns_it(tmp_path, orientation):
+    # lossless PNG, every pixel different: each of the eight flips and turns gives another array
+    stored = np.random.default_rng(orientation).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    path = tmp_path / "p.png"
+    Image.fromarray(stored).save(path, exif=exif.tobytes())
+    with Image.open(path) as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert (orientation == 1) == (want.shape == stored.shape and np.array_equal(want, stored))
+    assert np.array_equal(np.asarray(load_rgb(path)), want)
+    assert np.array_equal(read_image(path).permute(1, 2, 0).numpy(), want)
+    image, full = read_rgb(path)
+    assert full == (want.shape[1], want.shape[0]) and np.array_equal(np.asarray(image), want)
