@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 from botnet.errors import UserError
 from botnet.engine.config_validate import count_int, positive_int
@@ -63,3 +66,22 @@ def run_folder(args: argparse.Namespace) -> Path:
     from botnet.engine.checkpoint import resolve_resume, run_dir_of
 
     return run_dir_of(resolve_resume(args.resume))
+
+
+def is_main() -> bool:
+    """Under torchrun only the first process reports."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def run_config(cls: type, args: argparse.Namespace, overrides: list[str], rule: Callable):
+    """The config of ``botnet train TASK``: ``--config`` or the resumed run's, else the recipe
+    ``rule`` chooses from the data, named on the run's first line."""
+    from botnet.engine.config import resolve_run_config
+    from botnet.engine.recipes import choose_run_config
+
+    if args.config is not None or args.resume is not None:
+        return resolve_run_config(cls, args.config, overrides, resume=args.resume)
+    cfg, choice = choose_run_config(cls, overrides, rule)
+    if is_main():
+        print(choice.line(), file=sys.stderr)
+    return cfg
