@@ -50,14 +50,13 @@ def choose_recipe(cfg: ClassificationConfig, limit: int = SMALL_DATASET) -> Reci
 
 
 def _median_side(files: list[Path]) -> int | None:
-    from PIL import Image
+    from botnet.data.images import DECODE_ERRORS, image_size
 
     sides = []
     for path in files:
         try:
-            with Image.open(path) as im:
-                sides.append(max(im.size))
-        except (OSError, ValueError):
+            sides.append(max(image_size(path)))
+        except DECODE_ERRORS:
             continue  # the training reports unreadable images itself
     return sorted(sides)[len(sides) // 2] if sides else None
 
