@@ -16,7 +16,8 @@ DEVICES = ["auto", "cpu", "cuda"]
 
 def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example: float) -> None:
     p.add_argument("--out", help="run folder (default: the --resume run's folder)")
-    p.add_argument("--config", help=f"recipe YAML: a path or a shipped name such as {recipe_example}")
+    p.add_argument("--config", help=f"recipe YAML: a path or a shipped name such as {recipe_example} (default: "
+                                    "a recipe chosen from the data, named on the run's first line)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="images per process and step")
     p.add_argument("--workers", type=int, help="data-loading processes per training process")
