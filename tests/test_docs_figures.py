@@ -81,6 +81,8 @@ def name_written_by(command: str) -> str | None:
         return f"{script}{suffix}"
     if script == "paper_figures":
         return script
+    if script == "small_real_det":
+        return _option(args, "--name", script)
     return None
 
 

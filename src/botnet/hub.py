@@ -78,9 +78,14 @@ def _corrupt(text: str, file: Path, error: Exception, url: str) -> UserError:
 # -- torch hub cache (torchvision, timm's URL-only weights) ----------------------------------------
 
 
+def torch_hub_file(url: str) -> Path:
+    """Where the torch hub cache keeps (or will keep) the file at ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
 def from_torch_hub(text: str, url: str, load: Callable[[], dict]) -> tuple[dict, Path]:
     """``load()`` (the library's own fetch-and-read) with the cache checked first and failures named."""
-    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    file = torch_hub_file(url)
     note = f"{file.parent} (the torch hub cache: $TORCH_HOME/hub/checkpoints)"
     if not file.is_file():
         reason = f"{OFFLINE_ENV} is set" if truthy(OFFLINE_ENV) else _unreachable(url)
@@ -104,22 +109,30 @@ def hf_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def from_hf_cache(text: str, hub_id: str) -> tuple[dict, Path]:
+def hf_cached_file(hub_id: str) -> Path | None:
+    """The cached weights file of a Hugging Face repository (``repo@revision``), or None."""
     from huggingface_hub import try_to_load_from_cache
 
     repo, _, revision = hub_id.partition("@")
+    for filename in HF_FILES:
+        path = try_to_load_from_cache(repo, filename, cache_dir=str(hf_cache_dir()), revision=revision or None)
+        if isinstance(path, str):
+            return Path(path)
+    return None
+
+
+def hf_cache_place(hub_id: str) -> Path:
+    """Where a weights file of a Hugging Face repository goes in the cache."""
+    repo, _, revision = hub_id.partition("@")
+    return hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots" / (revision or "main") / HF_FILES[0]
+
+
+def from_hf_cache(text: str, hub_id: str) -> tuple[dict, Path]:
+    repo = hub_id.partition("@")[0]
     cache = hf_cache_dir()
-
-    def cached() -> Path | None:
-        for filename in HF_FILES:
-            path = try_to_load_from_cache(repo, filename, cache_dir=str(cache), revision=revision or None)
-            if isinstance(path, str):
-                return Path(path)
-        return None
-
-    file = cached()
+    file = hf_cached_file(hub_id)
     url = f"https://huggingface.co/{repo}"
-    place = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / (revision or "main") / HF_FILES[0]
+    place = hf_cache_place(hub_id)
     note = f"{cache} (the Hugging Face cache: $HF_HUB_CACHE, else $HF_HOME/hub)"
     if file is None:
         offline = [f"{v} is set" for v in (OFFLINE_ENV, "HF_HUB_OFFLINE") if truthy(v)]
@@ -131,9 +144,9 @@ def from_hf_cache(text: str, hub_id: str) -> tuple[dict, Path]:
 
             load_state_dict_from_hf(hub_id, weights_only=True, cache_dir=str(cache))  # timm's download
         except Exception as e:  # noqa: BLE001 - whatever the hub client raises offline
-            if cached() is None:
+            if hf_cached_file(hub_id) is None:
                 raise _not_cached(text, place, url, f"download failed: {type(e).__name__}: {e}", note) from None
-        file = cached()
+        file = hf_cached_file(hub_id)
     try:
         return load_state_dict(file), file
     except UserError as e:

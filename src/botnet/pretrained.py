@@ -141,6 +141,29 @@ def imagenet_source_for(name: str, cfg) -> str | None:
     return f"torchvision:{enum}.{torchvision.models.get_weight(f'{enum}.DEFAULT').name}"
 
 
+def imagenet_cache_file(name: str) -> tuple[Path, bool] | None:
+    """Where a registered model's ``imagenet`` weights are kept in their library's cache, and
+    whether they are there now (None: ``imagenet`` names nothing for it). No network call."""
+    from botnet.hub import hf_cache_place, hf_cached_file, torch_hub_file
+    from botnet.models import get_model_config
+
+    source = imagenet_source_for(name, get_model_config(name))
+    if source is None:
+        return None
+    prefix, _, rest = source.partition(":")
+    if prefix == "torchvision":
+        import torchvision
+
+        file = torch_hub_file(torchvision.models.get_weight(rest).url)
+        return file, file.is_file()
+    cfg = _timm_cfg(rest, source)
+    if cfg.hf_hub_id:
+        cached = hf_cached_file(cfg.hf_hub_id)
+        return (cached, True) if cached else (hf_cache_place(cfg.hf_hub_id), False)
+    file = torch_hub_file(cfg.url)
+    return file, file.is_file()
+
+
 def imagenet_source(model: nn.Module) -> str:
     """:func:`imagenet_source_for` a model, or a :class:`UserError` saying what exists."""
     name = getattr(model, "name", "")

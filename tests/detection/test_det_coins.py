@@ -54,7 +54,7 @@ def test_the_labels_find_every_coin_and_the_splits_share_none(coins):
     assert len(upper) == len(lower) == 12 and not upper & lower
     for split in ("train", "val"):
         doc = json.loads(Path(coins[f"{split}_ann"]).read_text())
-        assert doc["info"]["coins"] == 12
+        assert doc["info"]["objects"] == 12
         objects = [a for a in doc["annotations"] if not a["iscrowd"]]
         assert {a["image_id"] for a in objects} == {im["id"] for im in doc["images"]}  # a coin in every tile
 

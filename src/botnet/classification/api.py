@@ -6,34 +6,60 @@ from pathlib import Path
 from typing import Any
 
 from botnet.classification.config import ClassificationConfig, ClsDataConfig, ClsModelConfig
-from botnet.classification.task import ClassificationTask
-from botnet.data.imagefolder import split_folder
+from botnet.classification.task import ClassificationTask, model_input_size
+from botnet.data.imagefolder import IMAGE_EXTENSIONS, split_folder
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
+from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
 from botnet.engine.evaluate import EVAL_FILE
 from botnet.io import Outputs
 from botnet.loading import LoadedModel, load_model
 
 
-#: below this many training images, ``botnet train cls`` without ``--config`` suggests ``cls_small``
+#: below this many training images of sides under the training resolution, a run that names no
+#: recipe trains with ``cls_small`` instead of the ImageNet default
 SMALL_DATASET = 10_000
+SMALL_RECIPE = "cls_small"
+#: images whose sizes are read to judge them small (headers only)
+SIZE_SAMPLE = 32
 
 
-def small_data_hint(root: str | os.PathLike, limit: int = SMALL_DATASET) -> str | None:
-    """The line suggesting the ``cls_small`` recipe when ``root/train`` holds fewer than ``limit``
-    files, else None. The defaults are the ImageNet recipe (arXiv 2101.11605): on a few thousand
-    images its crops, RandAugment and SGD 0.1 leave a short run near chance (docs/training.md)."""
-    train_dir = Path(root) / "train"
-    if not train_dir.is_dir():
-        return None
-    n = 0
+def choose_recipe(cfg: ClassificationConfig, limit: int = SMALL_DATASET) -> RecipeChoice:
+    """The recipe for a run that names none: ``cls_small`` when ``cfg.data.root``'s training split
+    holds fewer than ``limit`` images and they are smaller than the training resolution, else the
+    ImageNet default. On a few thousand small images the ImageNet recipe (arXiv 2101.11605: crops
+    down to 8%, flips, SGD) leaves a short run near chance (docs/training.md, small datasets)."""
+    default = type(cfg).recipe
+    train_dir = split_folder(cfg.data.root, "train") if cfg.data.root else None
+    if train_dir is None:
+        return RecipeChoice(default, "the default (no training folder to look at)")
+    files = []
     for path in train_dir.rglob("*"):
-        n += path.is_file()
-        if n >= limit:
-            return None
-    return (f"note: {n} training images and the default (ImageNet) recipe; on small data it may learn little "
-            f"in a short run. Try --config cls_small (docs/training.md, small datasets).")
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(path)
+            if len(files) >= limit:
+                return RecipeChoice(default, f"the default, for {limit:,} training images or more")
+    side = max(model_input_size(cfg.model, cfg.data.img_size))
+    typical = _median_side(files[::max(1, len(files) // SIZE_SAMPLE)])
+    counts = f"{len(files):,} training images (under {limit:,})"
+    if typical is None or typical >= side:
+        size = "" if typical is None else f", a median longer side of {typical} px (not under {side})"
+        return RecipeChoice(default, f"the default: {counts}{size}")
+    return RecipeChoice(SMALL_RECIPE, f"chosen from the data: {counts}, a median longer side of {typical} px "
+                                      f"(under the training size {side}); the default is {default}")
+
+
+def _median_side(files: list[Path]) -> int | None:
+    from botnet.data.images import DECODE_ERRORS, image_size
+
+    sides = []
+    for path in files:
+        try:
+            sides.append(max(image_size(path)))
+        except DECODE_ERRORS:
+            continue  # the training reports unreadable images itself
+    return sorted(sides)[len(sides) // 2] if sides else None
 
 
 def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,

@@ -1,10 +1,15 @@
-"""The classification run config: the engine's sections plus ``model``, ``data`` and ``loss``."""
+"""The classification run config: the engine's sections plus ``model``, ``data`` and ``loss``.
+
+The defaults are the recipe ``cls_standard_100ep``, the paper's standard ImageNet setting (arXiv
+2101.11605): SGD 0.1 per 256 images scaled linearly to the global batch, a 5-epoch warmup (at most a
+quarter of the run), cosine, crops and flips only.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from botnet.engine.config import TrainConfig
+from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
     IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair)
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
@@ -50,7 +55,8 @@ class ClsDataConfig(Checked):
     #: RandomResizedCrop area range
     scale: tuple[float, float] = (0.08, 1.0)
     hflip: float = 0.5
-    randaugment: RandAugmentConfig = field(default_factory=RandAugmentConfig)
+    #: off by default (the standard setting); the 200-epoch and T3..T7 recipes turn it on
+    randaugment: RandAugmentConfig = field(default_factory=lambda: RandAugmentConfig(layers=0))
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     #: stop at the first unreadable image instead of skipping it with a warning
@@ -60,12 +66,17 @@ class ClsDataConfig(Checked):
 @dataclass
 class ClsLossConfig(Checked):
     limits: ClassVar[Limits] = {"label_smoothing": fraction(hi_open=True)}
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
 
 
 @dataclass
 class ClassificationConfig(TrainConfig):
     task: ClassVar[str] = "cls"
+    recipe: ClassVar[str] = "cls_standard_100ep"
     model: ClsModelConfig = field(default_factory=ClsModelConfig)
     data: ClsDataConfig = field(default_factory=ClsDataConfig)
     loss: ClsLossConfig = field(default_factory=ClsLossConfig)
+    train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(epochs=100, batch_size=128))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, base_batch=256))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="cosine", warmup_epochs=5))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(every_epochs=5))

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-
-from botnet.cli.run_args import (add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags,
-                                 report_skipped, run_folder)
+from botnet.cli.run_args import (
+    add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
+    run_config, run_folder)
 from botnet.engine.config_validate import image_side, positive_int
 
 
@@ -37,27 +35,20 @@ def register(cli) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from botnet.classification.api import train_classifier
+    from botnet.classification.api import choose_recipe, train_classifier
     from botnet.classification.config import ClassificationConfig
-    from botnet.engine.config import resolve_run_config
     from botnet.errors import UserError
 
     flags = {"data.root": args.data, "model.name": args.model, "data.img_size": args.img_size,
              "model.init_weights": args.weights, **engine_flags(args)}
     overrides = as_overrides(flags) + list(args.overrides)
     out = run_folder(args)
-    cfg = resolve_run_config(ClassificationConfig, args.config, overrides, resume=args.resume)
+    cfg = run_config(ClassificationConfig, args, overrides, choose_recipe)
     if not cfg.data.root:
         raise UserError("--data is required (a folder with train/<class>/* and val/<class>/*)")
-    if args.config is None and not args.resume and os.environ.get("RANK", "0") == "0":
-        from botnet.classification.api import small_data_hint
-
-        hint = small_data_hint(cfg.data.root)
-        if hint:
-            print(hint, file=sys.stderr)
     summary = train_classifier(cfg, out, resume=args.resume)
     best = summary.get("best_val_top1")
-    if best is not None and os.environ.get("RANK", "0") == "0":  # one line per run under torchrun
+    if best is not None and is_main():  # one line per run under torchrun
         print(f"best top-1 {best:.2f}% at step {summary['best_step']}; run folder: {out}")
     return 0
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from botnet.cli.run_args import (add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags,
-                                 report_skipped, run_folder)
+from botnet.cli.run_args import (
+    add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
+    run_config, run_folder)
 from botnet.engine.config_validate import canvas_side, fraction_float
 
 
@@ -54,11 +54,6 @@ def register(cli) -> None:
     p.set_defaults(func=_predict)
 
 
-def _is_main() -> bool:
-    """Under torchrun only the first process reports."""
-    return int(os.environ.get("RANK", 0)) == 0
-
-
 def train_overrides(args: argparse.Namespace) -> list[str]:
     from botnet.data.det_transforms import parse_scale_range
     from botnet.errors import UserError
@@ -102,18 +97,17 @@ def dataset_overrides(path: str) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from botnet.detection.api import train_detector
+    from botnet.detection.api import choose_recipe, train_detector
     from botnet.detection.config import DetectionConfig
-    from botnet.engine.config import resolve_run_config
     from botnet.detection.demo import format_ap
     from botnet.errors import UserError
 
     out = run_folder(args)
-    cfg = resolve_run_config(DetectionConfig, args.config, train_overrides(args), resume=args.resume)
+    cfg = run_config(DetectionConfig, args, train_overrides(args), choose_recipe)
     if not (cfg.data.train_images and cfg.data.train_ann):
         raise UserError("--data IMAGE_DIR and --ann INSTANCES.json are required (or a recipe with data paths)")
     summary = train_detector(cfg, out, resume=args.resume)
-    if _is_main():
+    if is_main():
         print(format_ap(summary, prefix="val_") + f"; run folder: {out}")
     return 0
 
@@ -125,7 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
     m = evaluate_detector(args.data, args.ann, args.weights, args.out, batch_size=args.batch_size,
                           workers=args.workers, device=args.device, amp=args.amp, canvas=args.canvas,
                           strict=args.strict)
-    if not _is_main():
+    if not is_main():
         return 0
     print(f"{format_ap(m)}  ({m['num_images']} images, {m['skipped_images']} skipped)")
     for kind in ("box", "mask"):

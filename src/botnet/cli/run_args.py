@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 from botnet.errors import UserError
 from botnet.engine.config_validate import count_int, positive_int
@@ -13,7 +16,8 @@ DEVICES = ["auto", "cpu", "cuda"]
 
 def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example: float) -> None:
     p.add_argument("--out", help="run folder (default: the --resume run's folder)")
-    p.add_argument("--config", help=f"recipe YAML: a path or a shipped name such as {recipe_example}")
+    p.add_argument("--config", help=f"recipe YAML: a path or a shipped name such as {recipe_example} (default: "
+                                    "a recipe chosen from the data, named on the run's first line)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="images per process and step")
     p.add_argument("--workers", type=int, help="data-loading processes per training process")
@@ -72,3 +76,22 @@ def run_folder(args: argparse.Namespace) -> Path:
     from botnet.engine.checkpoint import resolve_resume, run_dir_of
 
     return run_dir_of(resolve_resume(args.resume))
+
+
+def is_main() -> bool:
+    """Under torchrun only the first process reports."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def run_config(cls: type, args: argparse.Namespace, overrides: list[str], rule: Callable):
+    """The config of ``botnet train TASK``: ``--config`` or the resumed run's, else the recipe
+    ``rule`` chooses from the data, named on the run's first line."""
+    from botnet.engine.config import resolve_run_config
+    from botnet.engine.recipes import choose_run_config
+
+    if args.config is not None or args.resume is not None:
+        return resolve_run_config(cls, args.config, overrides, resume=args.resume)
+    cfg, choice = choose_run_config(cls, overrides, rule)
+    if is_main():
+        print(choice.line(), file=sys.stderr)
+    return cfg

@@ -83,19 +83,21 @@ def _resize(photo: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.nda
     return photo, labels
 
 
-def _annotation(ann_id: int, image_id: int, mask: np.ndarray, crowd: bool) -> dict:
+def _annotation(ann_id: int, image_id: int, mask: np.ndarray, crowd: bool, category_id: int) -> dict:
     ys, xs = np.nonzero(mask)
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"id": ann_id, "image_id": image_id, "category_id": CATEGORY["id"],
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id,
             "bbox": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)], "area": int(mask.sum()), "iscrowd": int(crowd),
             "segmentation": {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode()}}
 
 
 def write_tiles(out_dir: Path, split: str, photo: np.ndarray, labels: np.ndarray, count: int, tile: int,
-                min_visible: float, rng: np.random.Generator) -> Path:
-    """``count`` random tiles of one part of the photograph: ``out_dir/split/*.png`` and
-    ``out_dir/annotations/instances_<split>.json`` (written last: a present JSON means a complete split)."""
+                min_visible: float, rng: np.random.Generator, category: dict = CATEGORY,
+                description: str = "tiles of scikit-image's coins.png; labels by watershed (botnet.data.coins)") -> Path:
+    """``count`` random tiles of one part of a labelled photograph (``labels``: 0 background, one
+    id per object): ``out_dir/split/*.png`` and ``out_dir/annotations/instances_<split>.json``
+    (written last: a present JSON means a complete split)."""
     height, width = photo.shape
     if tile > min(height, width):
         raise ValueError(f"{split}: tiles of {tile} px do not fit its part of the photograph ({width} x {height}); "
@@ -115,11 +117,10 @@ def write_tiles(out_dir: Path, split: str, photo: np.ndarray, labels: np.ndarray
         for coin in np.unique(part[part > 0]):
             mask = part == coin
             crowd = mask.sum() < min_visible * full[coin]
-            annotations.append(_annotation(len(annotations) + 1, image_id, mask, crowd))
+            annotations.append(_annotation(len(annotations) + 1, image_id, mask, crowd, category["id"]))
     ann_file = out_dir / "annotations" / f"instances_{split}.json"
-    info = {"description": "tiles of scikit-image's coins.png; labels by watershed (botnet.data.coins)",
-            "coins": int(len(np.unique(labels[labels > 0])))}
-    write_json(ann_file, {"info": info, "images": images, "annotations": annotations, "categories": [CATEGORY]},
+    info = {"description": description, "objects": int(len(np.unique(labels[labels > 0])))}
+    write_json(ann_file, {"info": info, "images": images, "annotations": annotations, "categories": [category]},
                indent=None)
     return ann_file
 

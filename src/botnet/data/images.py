@@ -79,6 +79,13 @@ def fit_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """The stored (width, height) of an image file, from its header alone (nothing is decoded);
+    the decoder's errors (``DECODE_ERRORS``) propagate."""
+    with Image.open(path) as im:
+        return im.size
+
+
 def read_rgb(path: str | os.PathLike, upright: bool = True,
              max_side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """:func:`load_rgb`, and the image's full (width, height) in the frame returned. With

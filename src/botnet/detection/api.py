@@ -1,6 +1,7 @@
 """Library entry points for detection: train, evaluate, predict. The CLI calls these."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from botnet.detection.task import DetectionTask
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.engine.config import from_dict
+from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
 from botnet.engine.evaluate import EVAL_FILE
 from botnet.io import Outputs
@@ -41,13 +43,50 @@ def _say(line: str) -> None:
 def random_backbone_hint(model: DetModelConfig) -> str | None:
     """A line for a run whose backbone starts random though ImageNet weights exist for it: the
     paper (arXiv 2101.11605, the COCO experiments) starts the ResNet layers from ImageNet weights."""
-    from botnet.models import get_model_config
-    from botnet.pretrained import imagenet_source_for
+    from botnet.pretrained import imagenet_cache_file
 
-    if model.backbone_weights is not None or imagenet_source_for(model.name, get_model_config(model.name)) is None:
+    where = imagenet_cache_file(model.name) if model.backbone_weights is None else None
+    if where is None:
         return None
     return (f"backbone {model.name} starts from random weights; the paper starts from ImageNet weights "
-            f"(--backbone-weights imagenet, fetched once into the torch hub cache; docs/pretrained.md)")
+            f"(--backbone-weights imagenet, fetched once to {where[0]}; docs/pretrained.md)")
+
+
+#: below this many training images, a run that names no recipe gets the small-data schedule
+SMALL_DATASET = 1_000
+SMALL_RECIPES = {"pretrained": "det_finetune_small", "scratch": "det_scratch_small"}
+
+
+def choose_recipe(cfg: DetectionConfig, limit: int = SMALL_DATASET) -> RecipeChoice:
+    """The recipe for a run that names none: the paper's COCO default, or for fewer than ``limit``
+    training images the small-data schedule, fine-tuning when backbone weights are given or
+    ImageNet's are in the cache (nothing is fetched to decide), else from scratch."""
+    default, docs = type(cfg).recipe, "docs/detection.md"
+    count = _count_images(cfg.data.train_ann)
+    if count is None:
+        return RecipeChoice(default, "the default (no readable training annotations to look at)", docs)
+    if count >= limit:
+        return RecipeChoice(default, f"the default, for {count:,} training images (not under {limit:,})", docs)
+    from botnet.pretrained import imagenet_cache_file
+
+    why = f"chosen from the data: {count:,} training images (under {limit:,}), "
+    if cfg.model.backbone_weights is not None:
+        return RecipeChoice(SMALL_RECIPES["pretrained"], why + "fine-tuning the backbone weights given", docs)
+    where = imagenet_cache_file(cfg.model.name)
+    if where is not None and where[1]:
+        return RecipeChoice(SMALL_RECIPES["pretrained"], why + f"fine-tuning ImageNet weights from {where[0]}", docs)
+    reason = "no ImageNet weights exist for it" if where is None else "its ImageNet weights are not in the cache"
+    return RecipeChoice(SMALL_RECIPES["scratch"], why + f"{cfg.model.name} from scratch ({reason})", docs)
+
+
+def _count_images(ann: str) -> int | None:
+    # the dataset's own validation reports a missing or broken file, with its details, when the run starts
+    try:
+        doc = json.loads(Path(ann).read_text()) if ann else None
+    except (OSError, ValueError):
+        return None
+    images = doc.get("images") if isinstance(doc, dict) else None
+    return len(images) if isinstance(images, list) else None
 
 
 def _task_for_weights(meta: dict[str, Any], strict: bool, canvas: int) -> DetectionTask:

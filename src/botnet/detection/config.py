@@ -1,8 +1,9 @@
 """The detection run config: the engine's sections plus ``model`` and ``data``.
 
-Defaults follow the paper's COCO recipe (arXiv 2101.11605, the COCO experiments): 1024 canvas, scale jitter
-[0.8, 1.25], SGD momentum 0.9, lr 0.08 at global batch 64 scaled linearly with the batch,
-500-step warmup, x0.1 at 2/3 and 8/9 of the schedule, weight decay 1e-4.
+Defaults are the recipe ``det_12ep``, the paper's COCO recipe (arXiv 2101.11605, the COCO
+experiments): 1024 canvas, scale jitter [0.8, 1.25], SGD momentum 0.9, lr 0.08 at global batch 64
+scaled linearly with the batch, 500-step warmup, x0.1 at 2/3 and 8/9 of the schedule, weight decay
+1e-4. A small training set gets a small-data recipe instead (:func:`botnet.detection.api.choose_recipe`).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from botnet.engine.config import OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
+from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
     CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
 from botnet.errors import UserError
@@ -98,10 +99,12 @@ class DetDataConfig(Checked):
 @dataclass
 class DetectionConfig(TrainConfig):
     task: ClassVar[str] = "det"
+    recipe: ClassVar[str] = "det_12ep"
     model: DetModelConfig = field(default_factory=DetModelConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)
-    train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(epochs=12, batch_size=8, workers=4))
+    train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(epochs=12, batch_size=8, workers=8))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=0.08, base_batch=64, momentum=0.9, nesterov=False, weight_decay=1e-4))
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
-        name="step", warmup_steps=500, milestone_fractions=[2 / 3, 8 / 9], gamma=0.1))
+        name="step", warmup_steps=500, milestone_fractions=[0.666667, 0.888889], gamma=0.1))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(every_epochs=2, batch_size=8))

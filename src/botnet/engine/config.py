@@ -160,6 +160,8 @@ class TrainConfig:
     #: the task the config is for ("cls", "det"), written into a run's config.yaml so that
     #: resuming a run with the other task's command is refused by name
     task: ClassVar[str] = ""
+    #: the shipped recipe whose values these defaults are (botnet.engine.recipes)
+    recipe: ClassVar[str] = ""
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
