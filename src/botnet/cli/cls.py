@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+
 from botnet.cli.run_args import (
     add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
     run_config, run_folder)
