@@ -179,7 +179,7 @@ def test_detection_backbone_starts_pretrained_attention_included(caches, no_netw
     theirs = narrow_timm_botnet26t()
     put_in_hf_cache(caches, BOT26, theirs.state_dict())
     det = build_maskrcnn("botnet26t_256", 2, canvas=128, backbone_weights="timm:botnet26t_256.c1_in1k",
-                         backbone_overrides=NARROW_T, fpn_channels=32, box_representation=64, mask_head_channels=(32,))
+                         options=NARROW_T, fpn_channels=32, box_representation=64, mask_head_channels=(32,))
     body = det.backbone.body
     assert body.load_report.missing == [] and sorted(body.load_report.skipped) == ["fc.bias", "fc.weight"]
     timm_attn = theirs.stages[3][1].self_attn

@@ -110,7 +110,7 @@ def test_attention_command_with_detection_weights(photo, tmp_path):
     from botnet.engine.config import to_dict
 
     cfg = DetModelConfig(name="botnet_tiny", fpn_channels=32, box_representation=64, mask_head_channels=[32])
-    model = build_maskrcnn(cfg.name, 2, canvas=96, **cfg.builder_kwargs())
+    model = build_maskrcnn(cfg, 2, canvas=96)
     weights = tmp_path / "det.safetensors"
     save_weights(model, weights, {"task": "det", "class_names": ["x", "y"], "canvas": 96, "detector": to_dict(cfg)})
     assert main(["attention", str(photo), "--weights", str(weights), "--out", str(tmp_path / "o")]) == 0

@@ -207,8 +207,7 @@ def build_detector_from_file(path: str | os.PathLike, meta: Mapping[str, Any], c
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: the detector description in the metadata is not usable "
                         f"({type(e).__name__}: {e})") from None
-    net = _build_checked(path, lambda: build_maskrcnn(model_cfg.name, num_classes, canvas=size,
-                                                      **model_cfg.builder_kwargs()))
+    net = _build_checked(path, lambda: build_maskrcnn(model_cfg, num_classes, canvas=size))
     load_weights(net, path)
     return net
 

@@ -84,7 +84,7 @@ def det_weights(tmp_path_factory):
 
     torch.manual_seed(0)
     model_cfg = DetModelConfig(name="botnet_tiny", norm="bn", **DET_OPTIONS)
-    model = build_maskrcnn("botnet_tiny", num_classes=2, canvas=CANVAS, **model_cfg.builder_kwargs())
+    model = build_maskrcnn(model_cfg, num_classes=2, canvas=CANVAS)
     randomise_for_comparison(model)
     # Untrained heads score every anchor and box almost alike, so which ones survive top-k and NMS
     # would hinge on 1e-6 differences between runtimes; spread the scores as training does.

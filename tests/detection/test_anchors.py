@@ -74,6 +74,7 @@ def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monk
     a model builder, fitted by ``train_detector`` before the run starts, so the run's config holds
     the fitted sizes."""
     from botnet.detection import api
+    from botnet.detection.maskrcnn import build_maskrcnn
     from botnet.detection.config import DetDataConfig, DetectionConfig, DetModelConfig
     from botnet.errors import UserError
 
@@ -81,7 +82,7 @@ def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monk
     with pytest.raises(UserError, match="anchor_sizes"):
         DetModelConfig(anchor_sizes="automatic")
     with pytest.raises(UserError, match="anchor_sizes=auto"):
-        DetModelConfig(anchor_sizes="auto").builder_kwargs()
+        build_maskrcnn(DetModelConfig(anchor_sizes="auto"), 1)
     ann = _coco(tmp_path, [[10 * i, 5 * i, 12 + i % 5, 10 + i % 7] for i in range(1, 30)])
     cfg = DetectionConfig(model=DetModelConfig(anchor_sizes="auto"),
                           data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), canvas=400))
@@ -103,6 +104,7 @@ def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monk
 def test_training_a_random_backbone_says_the_paper_starts_from_imagenet(monkeypatch, capsys, tmp_path,
                                                                         name, weights, resume, hinted):
     from botnet.detection import api
+    from botnet.detection.maskrcnn import build_maskrcnn
     from botnet.detection.config import DetectionConfig, DetModelConfig
 
     monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None: None)

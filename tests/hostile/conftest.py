@@ -44,7 +44,7 @@ def det_weights(tmp_path_factory) -> Path:
     model_cfg = DetModelConfig(name="botnet_tiny", norm="bn", fpn_channels=16, box_representation=32,
                                mask_head_channels=[16], rpn_pre_nms_test=50, rpn_post_nms_test=20,
                                detections_per_img=10, score_thresh=0.0)
-    model = build_maskrcnn("botnet_tiny", num_classes=1, canvas=64, **model_cfg.builder_kwargs())
+    model = build_maskrcnn(model_cfg, num_classes=1, canvas=64)
     path = tmp_path_factory.mktemp("det_weights") / "model.safetensors"
     save_weights(model, path, {"task": "det", "class_names": ["thing"], "cat_ids": [1], "canvas": 64,
                                "detector": dataclasses.asdict(model_cfg)})

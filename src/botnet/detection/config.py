@@ -7,21 +7,35 @@ scaled linearly with the batch, 500-step warmup, x0.1 at 2/3 and 8/9 of the sche
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
-from botnet.errors import UserError
+    CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+
+#: the feature pyramid's levels p2..p6: one anchor size each
+PYRAMID_LEVELS = 5
+
+
+def _per_level(rule: Rule) -> Rule:
+    def check(v: Any) -> str | None:
+        if isinstance(v, (list, tuple)) and len(v) != PYRAMID_LEVELS:
+            return f"needs one size per pyramid level p2..p6 ({PYRAMID_LEVELS}), got {len(v)}"
+        return rule(v)
+
+    return check
 
 
 @dataclass
 class DetModelConfig(Checked):
+    """The detector, as :func:`botnet.detection.build_maskrcnn` builds it: every default and every
+    check of a detector's settings lives here."""
+
     limits: ClassVar[Limits] = {
         "norm": one_of("bn", "frozen", "syncbn"), "freeze_at": between(0, 5), "fpn_channels": at_least(1),
-        "anchor_sizes": auto_or(each(above(0), nonempty=True)), "anchor_scales": each(above(0), nonempty=True),
+        "anchor_sizes": auto_or(_per_level(each(above(0), nonempty=True))),
+        "anchor_scales": each(above(0), nonempty=True),
         "aspect_ratios": each(above(0), nonempty=True), "rpn_batch_size": at_least(1),
         "rpn_pre_nms_train": at_least(1), "rpn_post_nms_train": at_least(1), "rpn_pre_nms_test": at_least(1),
         "rpn_post_nms_test": at_least(1), "box_batch_size": at_least(1), "box_representation": at_least(1),
@@ -33,7 +47,8 @@ class DetModelConfig(Checked):
     name: str = "botnet50"
     #: Mask R-CNN (true) or Faster R-CNN (false)
     masks: bool = True
-    #: bn (trainable) | frozen (FrozenBatchNorm2d) | syncbn (synchronized under torch.distributed)
+    #: bn (trainable) | frozen (FrozenBatchNorm2d, for fine-tuning at small batch) | syncbn (trainable,
+    #: synchronized across processes when training under torch.distributed on CUDA, as in the paper)
     norm: str = "syncbn"
     #: backbone start (``--backbone-weights``): a source of botnet.pretrained (``imagenet`` is the
     #: paper's setting, ``timm:NAME``, a local file); a ResNet leaves the attention random
@@ -65,16 +80,6 @@ class DetModelConfig(Checked):
     roi_align_impl: str = "auto"
     detections_per_img: int = 100
     score_thresh: float = 0.05
-
-    def builder_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`botnet.detection.build_maskrcnn` (all but canvas/classes)."""
-        if self.anchor_sizes == "auto":
-            raise UserError("model.anchor_sizes=auto is resolved from the training boxes when training starts "
-                            "(botnet.detection.api.train_detector); give sizes to build a model outside training")
-        kw = dataclasses.asdict(self)
-        kw["backbone_overrides"] = kw.pop("options")
-        kw.pop("name")
-        return kw
 
 
 @dataclass

@@ -7,12 +7,10 @@ the longer side is ``canvas`` (a no-op for the square training canvas).
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from typing import Sequence
+from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -22,11 +20,12 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from botnet.data.det_transforms import keep_every_side
+from botnet.detection.config import DetModelConfig
 from botnet.detection.precision import float32_head_outputs
-from botnet.detection.roi_align import ROI_ALIGN_IMPLS, GatherMultiScaleRoIAlign
+from botnet.detection.roi_align import GatherMultiScaleRoIAlign
+from botnet.engine.config import from_dict, to_dict
 from botnet.errors import UserError
 
-NORMS = ("bn", "frozen", "syncbn")
 FEATURES = ("c2", "c3", "c4", "c5")
 # Names torchvision's RoI poolers look for; "pool" (p6) only feeds the RPN.
 FPN_NAMES = ("0", "1", "2", "3")
@@ -48,8 +47,8 @@ class BackboneWithFPN(nn.Module):
 
 
 def _norm_layer(norm: str):
-    if norm not in NORMS:
-        raise UserError(f"norm must be one of {NORMS}, got {norm!r}")
+    # "syncbn" builds plain BatchNorm: whether it is synchronized depends on how the model trains
+    # (several CUDA processes), which the training engine decides (botnet.engine.parts)
     return FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
 
 
@@ -64,112 +63,82 @@ def freeze_stages(body: nn.Module, freeze_at: int) -> None:
                 p.requires_grad_(False)
 
 
-def build_backbone(name: str = "botnet50", norm: str = "bn", canvas: int = 1024,
-                   backbone_weights: str | os.PathLike | None = None, freeze_at: int = 0,
-                   fpn_channels: int = 256, **overrides) -> BackboneWithFPN:
-    """A registered backbone (``botnet.list_models()``) wrapped with an FPN.
+def build_backbone(cfg: DetModelConfig, canvas: int = 1024) -> BackboneWithFPN:
+    """The registered backbone ``cfg.name`` (``botnet.list_models()``) wrapped with an FPN.
 
-    ``backbone_weights``: a weights source (:mod:`botnet.pretrained`: ``imagenet``, ``torchvision:...``,
-    ``timm:...`` or a file); from a ResNet every layer but the attention ones, which start random
-    as in the paper; from timm's BoTNets every layer.
+    ``cfg.backbone_weights``: a weights source (:mod:`botnet.pretrained`: ``imagenet``,
+    ``torchvision:...``, ``timm:...`` or a file); from a ResNet every layer but the attention ones,
+    which start random as in the paper; from timm's BoTNets every layer.
     """
     from botnet.models import create_model
 
-    body = create_model(name, num_classes=0, norm_layer=_norm_layer(norm), img_size=canvas, **overrides)
+    body = create_model(cfg.name, num_classes=0, norm_layer=_norm_layer(cfg.norm), img_size=canvas, **cfg.options)
     body.load_report = None
-    if backbone_weights is not None:
+    if cfg.backbone_weights is not None:
         from botnet.pretrained import load_pretrained
 
-        body.load_report = load_pretrained(body, backbone_weights, include_classifier=False, what="backbone weights")
-    freeze_stages(body, freeze_at)
-    return BackboneWithFPN(body, fpn_channels)
+        body.load_report = load_pretrained(body, cfg.backbone_weights, include_classifier=False,
+                                           what="backbone weights")
+    freeze_stages(body, cfg.freeze_at)
+    return BackboneWithFPN(body, cfg.fpn_channels)
 
 
-def build_maskrcnn(
-    backbone: str = "botnet50",
-    num_classes: int = 80,
-    *,
-    masks: bool = True,
-    norm: str = "bn",
-    canvas: int = 1024,
-    backbone_weights: str | os.PathLike | None = None,
-    freeze_at: int = 0,
-    backbone_overrides: dict | None = None,
-    fpn_channels: int = 256,
-    anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
-    anchor_scales: Sequence[float] = (1.0,),
-    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    rpn_batch_size: int = 256,
-    rpn_pre_nms_train: int = 2000,
-    rpn_post_nms_train: int = 2000,
-    rpn_pre_nms_test: int = 1000,
-    rpn_post_nms_test: int = 1000,
-    box_batch_size: int = 512,
-    box_representation: int = 1024,
-    mask_head_channels: Sequence[int] = (256, 256, 256, 256),
-    mask_roi_size: int = 14,
-    roi_sampling_ratio: int = 2,
-    roi_align_impl: str = "auto",
-    detections_per_img: int = 100,
-    score_thresh: float = 0.05,
-) -> nn.Module:
-    """A Mask R-CNN (``masks=True``) or Faster R-CNN with FPN on a registered backbone.
+def detector_config(cfg: DetModelConfig | str = "botnet50", **changes: Any) -> DetModelConfig:
+    """``cfg`` (a :class:`DetModelConfig`, or a backbone name for the default one) with ``changes``
+    to its fields, checked as a config file's ``model`` section is."""
+    base = DetModelConfig(name=cfg) if isinstance(cfg, str) else cfg
+    if not changes:
+        return base
+    return from_dict(DetModelConfig, {**to_dict(base), **changes})
 
-    ``num_classes`` counts object categories, not the background (torchvision's ``num_classes``
-    is this plus one). ``norm``: "bn" (trainable), "frozen" (FrozenBatchNorm2d, for fine-tuning
-    from ``backbone_weights`` at small batch) or "syncbn" (BatchNorm made synchronized when
-    torch.distributed is initialised, as in the paper). ``anchor_sizes`` gives one size per level
-    p2..p6 (the defaults suit a 1024 canvas), each multiplied by every ``anchor_scales`` factor
-    (1, 2^(1/3), 2^(2/3) gives denser scales). The sample counts, head widths, the mask RoI side
-    ``mask_roi_size`` (14 as in Mask R-CNN; the predicted masks are twice that) and the RoIAlign
-    sampling ratio trade accuracy for speed (see the demo recipe). ``roi_align_impl``: how the RoI poolers
-    sample (:mod:`botnet.detection.roi_align`): "auto" (the row gather on CPU, torchvision's op
-    elsewhere), "gather" or "torchvision"; all compute torchvision's RoIAlign.
+
+def build_maskrcnn(cfg: DetModelConfig | str = "botnet50", num_classes: int = 80, *, canvas: int = 1024,
+                   **changes: Any) -> nn.Module:
+    """A Mask R-CNN (``cfg.masks``) or Faster R-CNN with FPN, as ``cfg`` describes it.
+
+    ``cfg`` is a :class:`~botnet.detection.config.DetModelConfig` (a run's ``model`` section: every
+    setting, its default and its check are there) or a backbone name for the default config;
+    keyword ``changes`` set its fields (``norm="frozen"``, ``mask_roi_size=7``...), as torchvision's
+    ``maskrcnn_resnet50_fpn(**kwargs)`` does. ``num_classes`` counts object categories, not the
+    background (torchvision's ``num_classes`` is this plus one); images are resized so that their
+    longer side is ``canvas``.
     """
+    cfg = detector_config(cfg, **changes)
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
-    if len(anchor_sizes) != 5:
-        raise UserError(f"anchor_sizes needs one size per pyramid level p2..p6 (5), got {list(anchor_sizes)}")
-    if mask_roi_size < 1:
-        raise UserError(f"mask_roi_size must be at least 1, got {mask_roi_size}")
-    if roi_align_impl not in ROI_ALIGN_IMPLS:
-        raise UserError(f"roi_align_impl must be one of {ROI_ALIGN_IMPLS}, got {roi_align_impl!r}")
-    body = build_backbone(backbone, norm, canvas, backbone_weights, freeze_at, fpn_channels,
-                          **(backbone_overrides or {}))
-    sizes = tuple(tuple(float(s * k) for k in anchor_scales) for s in anchor_sizes)
-    anchors = AnchorGenerator(sizes, (tuple(aspect_ratios),) * 5)
-    box_pool = GatherMultiScaleRoIAlign(list(FPN_NAMES), 7, roi_sampling_ratio, impl=roi_align_impl)
+    if cfg.anchor_sizes == "auto":
+        raise UserError("model.anchor_sizes=auto is resolved from the training boxes when training starts "
+                        "(botnet.detection.api.train_detector); give sizes to build a model outside training")
+    body = build_backbone(cfg, canvas)
+    channels, ratio, impl = cfg.fpn_channels, cfg.roi_sampling_ratio, cfg.roi_align_impl
+    sizes = tuple(tuple(float(s * k) for k in cfg.anchor_scales) for s in cfg.anchor_sizes)
+    anchors = AnchorGenerator(sizes, (tuple(cfg.aspect_ratios),) * len(sizes))
     common = dict(
         min_size=canvas, max_size=canvas, rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=rpn_pre_nms_train, rpn_post_nms_top_n_train=rpn_post_nms_train,
-        rpn_pre_nms_top_n_test=rpn_pre_nms_test, rpn_post_nms_top_n_test=rpn_post_nms_test,
-        rpn_batch_size_per_image=rpn_batch_size, box_roi_pool=box_pool,
-        box_head=TwoMLPHead(fpn_channels * 7 * 7, box_representation),
-        box_predictor=FastRCNNPredictor(box_representation, num_classes + 1),
-        box_batch_size_per_image=box_batch_size, box_detections_per_img=detections_per_img,
-        box_score_thresh=score_thresh,
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_test,
+        rpn_batch_size_per_image=cfg.rpn_batch_size,
+        box_roi_pool=GatherMultiScaleRoIAlign(list(FPN_NAMES), 7, ratio, impl=impl),
+        box_head=TwoMLPHead(channels * 7 * 7, cfg.box_representation),
+        box_predictor=FastRCNNPredictor(cfg.box_representation, num_classes + 1),
+        box_batch_size_per_image=cfg.box_batch_size, box_detections_per_img=cfg.detections_per_img,
+        box_score_thresh=cfg.score_thresh,
     )
-    if masks:
-        mask_channels = list(mask_head_channels)
+    if cfg.masks:
+        mask_channels = list(cfg.mask_head_channels)
         model = MaskRCNN(
             body, num_classes=None, **common,
-            mask_roi_pool=GatherMultiScaleRoIAlign(list(FPN_NAMES), mask_roi_size, roi_sampling_ratio,
-                                                   impl=roi_align_impl),
-            mask_head=MaskRCNNHeads(fpn_channels, mask_channels, 1),
+            mask_roi_pool=GatherMultiScaleRoIAlign(list(FPN_NAMES), cfg.mask_roi_size, ratio, impl=impl),
+            mask_head=MaskRCNNHeads(channels, mask_channels, 1),
             mask_predictor=MaskRCNNPredictor(mask_channels[-1], mask_channels[-1], num_classes + 1),
         )
     else:
         model = FasterRCNN(body, num_classes=None, **common)
-    if norm == "syncbn" and dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-        # PyTorch's SyncBatchNorm runs on CUDA only; elsewhere each process keeps its own statistics
-        # (a run on the CPU of a machine with CUDA: the trainer makes these plain BatchNorm again,
-        # botnet.engine.distributed.batchnorm_for_device)
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.num_classes = num_classes
     model.transform = keep_every_side(model.transform)  # a 4000 x 20 image keeps a pixel per side
     return float32_head_outputs(model)  # box coding and losses in float32 under autocast
 
 
-def build_fasterrcnn(backbone: str = "botnet50", num_classes: int = 80, **kwargs) -> nn.Module:
+def build_fasterrcnn(cfg: DetModelConfig | str = "botnet50", num_classes: int = 80, **changes: Any) -> nn.Module:
     """:func:`build_maskrcnn` without the mask head."""
-    return build_maskrcnn(backbone, num_classes, masks=False, **kwargs)
+    return build_maskrcnn(cfg, num_classes, **{**changes, "masks": False})

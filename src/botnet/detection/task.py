@@ -111,8 +111,7 @@ class DetectionTask(Task):
     # -- model, loss, metrics --------------------------------------------------------------
 
     def build_model(self) -> nn.Module:
-        model = build_maskrcnn(self.cfg.model.name, len(self.class_names), canvas=self.cfg.data.canvas,
-                               **self.cfg.model.builder_kwargs())
+        model = build_maskrcnn(self.cfg.model, len(self.class_names), canvas=self.cfg.data.canvas)
         report = model.backbone.body.load_report
         if report is not None and du.rank() == 0:
             print(f"backbone weights {self.cfg.model.backbone_weights}: {report.summary()}", file=sys.stderr)
