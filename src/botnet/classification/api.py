@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from botnet.classification.config import ClassificationConfig, ClsDataConfig, ClsModelConfig
 from botnet.classification.task import ClassificationTask, model_input_size
 from botnet.data.imagefolder import IMAGE_EXTENSIONS, split_folder
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
+from botnet.engine.hooks import Hook
 from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
 from botnet.engine.evaluate import EVAL_FILE
@@ -63,9 +64,10 @@ def _median_side(files: list[Path]) -> int | None:
 
 
 def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,
-                     resume: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train on ``cfg.data.root`` into ``out_dir``; returns the final metrics."""
-    return train(ClassificationTask.for_training(cfg), cfg, out_dir, resume=resume)
+                     resume: str | os.PathLike | None = None, hooks: Iterable[Hook] = ()) -> dict[str, Any]:
+    """Train on ``cfg.data.root`` into ``out_dir``; returns the final metrics. ``hooks``
+    (:class:`botnet.engine.Hook`) are called after the engine's own at each point of the run."""
+    return train(ClassificationTask.for_training(cfg), cfg, out_dir, resume=resume, hooks=hooks)
 
 
 def _task_for_weights(loaded: LoadedModel, strict: bool) -> ClassificationTask:

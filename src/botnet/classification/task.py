@@ -13,7 +13,7 @@ from botnet.classification.config import ClassificationConfig, ClsModelConfig
 from botnet.classification.transforms import eval_transform, train_transform
 from botnet.data.imagefolder import ImageFolderDataset, Unreadable, collate_skipping, scan_image_folder, scan_split
 from botnet.engine import distributed as du
-from botnet.engine.task import Evaluation, Task
+from botnet.engine.task import Evaluation, Task, inputs_like
 from botnet.errors import DataError, UserError
 
 
@@ -112,16 +112,13 @@ class ClassificationTask(Task):
     def batch_size(self, batch) -> int:
         return len(batch[1])
 
-    def _images(self, batch, device: torch.device):
+    def _images(self, model, batch, device: torch.device):
         images, labels, bad = batch
         for item in bad:
             self._unreadable(item)
         if images is None:
             return None, None
-        images = images.to(device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, labels.to(device, non_blocking=True)
+        return inputs_like(model, images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
 
     def _unreadable(self, item: Unreadable) -> None:
         self.skip_unreadable(item.path, item.reason, self.cfg.data.strict)
@@ -134,7 +131,7 @@ class ClassificationTask(Task):
         return build_classifier(self.cfg.model, len(self.class_names), self.img_size)
 
     def training_step(self, model, batch, device):
-        images, labels = self._images(batch, device)
+        images, labels = self._images(model, batch, device)
         if images is None:
             return self.zero_loss(model, device)
         logits = model(images)
@@ -145,7 +142,7 @@ class ClassificationTask(Task):
         k5 = min(5, len(self.class_names or [])) or 1
         stats = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss sum, count
         for batch in batches:
-            images, labels = self._images(batch, device)
+            images, labels = self._images(model, batch, device)
             if images is None:
                 continue
             logits = model(images).float()

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from botnet.detection.config import DetDataConfig, DetectionConfig, DetModelConfig
 from botnet.detection.predict import write_predictions
@@ -13,6 +13,7 @@ from botnet.detection.task import DetectionTask
 from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.engine.config import from_dict
+from botnet.engine.hooks import Hook
 from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
 from botnet.engine.evaluate import EVAL_FILE
@@ -21,10 +22,11 @@ from botnet.loading import load_model
 
 
 def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,
-                   resume: str | os.PathLike | None = None) -> dict[str, Any]:
+                   resume: str | os.PathLike | None = None, hooks: Iterable[Hook] = ()) -> dict[str, Any]:
     """Train a detector on ``cfg.data`` into ``out_dir``; returns the final metrics. With
     ``model.anchor_sizes: auto`` the anchors are fitted to the training boxes first (the run's
-    config.yaml keeps the fitted values, so a resumed run and the weights' metadata use them)."""
+    config.yaml keeps the fitted values, so a resumed run and the weights' metadata use them).
+    ``hooks`` (:class:`botnet.engine.Hook`) are called after the engine's own."""
     if cfg.model.anchor_sizes == "auto":
         from botnet.detection.anchors import fit_anchors
 
@@ -32,7 +34,7 @@ def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,
     hint = random_backbone_hint(cfg.model) if resume is None else None
     if hint:
         _say(hint)
-    return train(DetectionTask.for_training(cfg), cfg, out_dir, resume=resume)
+    return train(DetectionTask.for_training(cfg), cfg, out_dir, resume=resume, hooks=hooks)
 
 
 def _say(line: str) -> None:

@@ -87,6 +87,10 @@ class DetectionTask(Task):
         self.datasets = datasets
         self.val_set: CocoDetection | None = datasets[1] if datasets is not None else None
 
+    @property
+    def sync_batchnorm(self) -> bool:
+        return self.cfg.model.norm == "syncbn"
+
     @classmethod
     def for_training(cls, cfg: DetectionConfig) -> "DetectionTask":
         """The task of a training run: its data loaded and validated, its classes resolved."""

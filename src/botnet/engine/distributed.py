@@ -61,8 +61,9 @@ def setup(backend: str = "auto", device: torch.device | None = None) -> DistInfo
 def batchnorm_for_device(model: torch.nn.Module, device: torch.device, sync: bool) -> torch.nn.Module:
     """BatchNorm as ``device`` runs it: with ``sync`` on CUDA, every BatchNorm made a
     ``SyncBatchNorm``; off CUDA, where PyTorch's ``SyncBatchNorm`` does not run, any ``SyncBatchNorm``
-    (e.g. from ``build_maskrcnn(norm="syncbn")`` on a machine that has CUDA) made a plain
-    ``BatchNorm2d`` again, with its parameters and statistics, each process keeping its own."""
+    (a model converted elsewhere) made a plain ``BatchNorm2d`` again, with its parameters and
+    statistics, each process keeping its own. A training run calls this once, in
+    :func:`botnet.engine.parts.prepare_model`."""
     if device.type == "cuda":
         return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync else model
     if isinstance(model, torch.nn.SyncBatchNorm):

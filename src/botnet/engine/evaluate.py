@@ -75,7 +75,6 @@ def evaluate(
         model = model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
-    task.channels_last = channels_last
     loader = eval_loader(
         dataset,
         batch_size,

@@ -57,12 +57,13 @@ class Hook:
 
 
 class EmaHook(Hook):
-    """An exponential moving average of the weights, updated every ``every_steps`` steps."""
+    """Updates ``ema``, the moving average of ``model``'s weights (a part of the run:
+    :class:`~botnet.engine.parts.TrainParts`), every ``every_steps`` steps."""
 
     state_key = "ema"
 
-    def __init__(self, model: torch.nn.Module, decay: float, every_steps: int):
-        self.ema = ModelEma(model, decay)
+    def __init__(self, ema: ModelEma, model: torch.nn.Module, every_steps: int):
+        self.ema = ema
         self.every_steps = every_steps
         self._model = model
 

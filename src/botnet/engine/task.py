@@ -2,7 +2,8 @@
 
 The engine owns everything task-independent: the loop, mixed precision, channels_last,
 gradient accumulation and clipping, optimiser and schedule, EMA, distributed setup, checkpoints,
-logging, progress and plots. A task owns the model, the data and the metrics.
+logging, progress and plots. A task owns the model, the data and the metrics. The engine prepares
+the model (:func:`botnet.engine.parts.prepare_model`) and never sets anything on a task.
 """
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ from botnet.engine import distributed as du
 from botnet.errors import DataError
 
 
+def inputs_like(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``images`` (N, C, H, W) in the memory format of ``model``'s convolutions: channels_last
+    where the model was prepared so, which spares its first convolution a conversion. The format
+    is read from the first 4-d weight whose two layouts differ (a 1x1 weight's do not)."""
+    for p in model.parameters():
+        if p.dim() == 4 and p.is_contiguous() != p.is_contiguous(memory_format=torch.channels_last):
+            if p.is_contiguous(memory_format=torch.channels_last):
+                return images.contiguous(memory_format=torch.channels_last)
+            break
+    return images
+
+
 @dataclass
 class Evaluation:
     """What :meth:`Task.evaluate` returns: flat metrics, and the predictions behind them in the
@@ -33,9 +46,9 @@ class Task(abc.ABC):
     name: str = ""
     #: key of the metric that selects the best checkpoint (higher is better), e.g. "top1", "box_ap"
     main_metric: str = ""
-    #: set by the engine before training / evaluation: the model is in channels_last memory
-    #: format, so a task may convert its image batches likewise (``x.to(memory_format=...)``)
-    channels_last: bool = False
+    #: whether the model's BatchNorm is synchronized across processes when it trains under
+    #: torch.distributed (as ``dist.sync_bn`` asks for any task)
+    sync_batchnorm: bool = False
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:

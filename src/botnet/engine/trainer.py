@@ -4,8 +4,10 @@
 device). The loop runs ``accum_steps`` micro-batches per optimizer step through
 ``task.training_step`` under autocast, checks the loss is finite on every rank, clips, and steps
 the optimizer and the schedule; everything else (EMA, logging, evaluation with the best checkpoint,
-periodic checkpoints) is a hook of :mod:`botnet.engine.hooks`. Only rank 0 writes files; every rank
-takes part in the collectives (loss reduction, evaluation, RNG gathering).
+periodic checkpoints) is a hook of :mod:`botnet.engine.hooks`, and a caller adds its own
+(``train(..., hooks=[...])``, :meth:`Trainer.register_hooks`). The trainer builds nothing: it is
+given the run's model, data, optimizer... (:func:`botnet.engine.parts.build_parts`). Only rank 0
+writes files; every rank takes part in the collectives (loss reduction, evaluation, RNG gathering).
 """
 from __future__ import annotations
 
@@ -13,16 +15,13 @@ import contextlib
 import dataclasses
 import math
 import os
-import random
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, TypeVar
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from botnet.engine import checkpoint as ckpt
 from botnet.engine import distributed as du
@@ -30,8 +29,7 @@ from botnet.engine.amp_choice import choose_training_amp
 from botnet.engine.config import TrainConfig, save_config, to_dict
 from botnet.engine.evaluate import autocast, evaluate
 from botnet.engine.hooks import CheckpointHook, EmaHook, EvalHook, Hook, LogHook, StepResult
-from botnet.engine.loader import train_loader
-from botnet.engine.optim import build_optimizer, build_scheduler
+from botnet.engine.parts import TrainParts, build_parts, seed_all
 from botnet.engine.run_dir import finished_summary, hold_run_dir
 from botnet.engine.run_log import NullRunLog, RunLog
 from botnet.engine.task import Task
@@ -39,98 +37,92 @@ from botnet.errors import UserError
 from botnet.weights import save_weights
 
 
+H = TypeVar("H", bound=Hook)
+
+
 class NonFiniteLossError(UserError):
     """The loss became NaN or infinite; usually a learning rate too high for the batch size, or
     bad data. Training stops before the bad step reaches the weights; earlier checkpoints stay."""
 
 
-def train(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None) -> dict[str, Any]:
+def train(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str | os.PathLike | None = None,
+          hooks: Iterable[Hook] = ()) -> dict[str, Any]:
     """Train ``task`` with ``cfg`` into ``out_dir``; continue from ``resume`` (a checkpoint file or
-    a run folder) if given. Returns the final summary (also written to ``metrics.json``)."""
+    a run folder) if given. ``hooks`` run after the default ones (:func:`default_hooks`). Returns
+    the final summary (also written to ``metrics.json``)."""
     device = du.select_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
     info = du.setup(cfg.dist.backend, device)
     try:
         resume_from = ckpt.resolve_resume(resume) if resume is not None else None
         with hold_run_dir(out_dir, resume_from, main=info.is_main):  # locked, writable, not another run's
-            return Trainer(task, cfg, Path(out_dir), resume_from, info, device).run()
+            parts = build_parts(task, cfg, info, device)
+            trainer = Trainer(task, cfg, parts, Path(out_dir), info, device, resume_from=resume_from)
+            trainer.register_hooks(hooks)
+            return trainer.run()
     finally:
         du.teardown(info)
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def default_hooks(cfg: TrainConfig, parts: TrainParts) -> list[Hook]:
+    """The policies of every run, in the order they act after a step: EMA update, logging,
+    evaluation (with the best weights kept), checkpoints."""
+    hooks: list[Hook] = [EmaHook(parts.ema, parts.model, cfg.ema.every_steps)] if parts.ema is not None else []
+    return hooks + [LogHook(cfg.log.every_steps),
+                    EvalHook(cfg.eval.every_epochs, cfg.eval.every_steps, cfg.checkpoint.keep_best),
+                    CheckpointHook(cfg.checkpoint.every_steps)]
 
 
 class Trainer:
-    def __init__(self, task: Task, cfg: TrainConfig, out_dir: Path, resume_from, info: du.DistInfo, device: torch.device):
-        self.task, self.cfg, self.out_dir, self.info, self.device = task, cfg, out_dir, info, device
-        tc = cfg.train
-        if tc.accum_steps < 1 or tc.batch_size < 1 or tc.epochs < 1:
-            raise UserError("train.epochs, train.batch_size and train.accum_steps must be at least 1")
-        autocast(device, cfg.amp.dtype)  # validates the precision before any work
-        self.resume_from = resume_from
+    """The loop over a run's :class:`~botnet.engine.parts.TrainParts`, and the hooks it calls.
 
-        # the data is validated first, so user errors surface before any model is built
-        self.train_set, self.val_set = task.build_datasets()
-        task.channels_last = tc.channels_last
-        _seed_all(tc.seed)  # identical initial weights on every rank
-        model = task.build_model()
-        if cfg.dist.sync_bn and info.enabled and device.type != "cuda":
-            warnings.warn("dist.sync_bn is CUDA-only in PyTorch; BatchNorm stays per process on CPU")
-        model = du.batchnorm_for_device(model, device, cfg.dist.sync_bn and info.enabled)
-        model.to(device)
-        if tc.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.ema = EmaHook(model, cfg.ema.decay, cfg.ema.every_steps) if cfg.ema.enabled else None
-        self.logger = LogHook(cfg.log.every_steps)
-        self.evaluator = EvalHook(cfg.eval.every_epochs, cfg.eval.every_steps, cfg.checkpoint.keep_best)
-        # after_step in this order; after_train in reverse (checkpoint first, see Hook.after_train)
-        self.hooks: list[Hook] = [h for h in (self.ema, self.logger, self.evaluator,
-                                              CheckpointHook(cfg.checkpoint.every_steps)) if h is not None]
-        self.ddp = model
-        if info.enabled:
-            self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            if tc.channels_last:
-                # 1x1 conv weights in channels_last have strides that differ from their (equally
-                # laid out) gradients only in size-1 dims; DDP warns about it on every step
-                warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        self.loader = train_loader(
-            self.train_set, tc.batch_size, rank=info.rank, world_size=info.world_size, seed=tc.seed,
-            workers=tc.workers, collate_fn=task.collate_fn(train=True), pin_memory=device.type == "cuda",
-        )
-        self.steps_per_epoch = len(self.loader) // tc.accum_steps
-        if self.steps_per_epoch == 0:
-            raise UserError(f"the training set has {len(self.train_set)} images: fewer than one optimizer step "
-                            f"({tc.batch_size} x {tc.accum_steps} accumulation x {info.world_size} processes); set "
-                            f"--batch-size (train.batch_size) to at most "
-                            f"{max(1, len(self.train_set) // (tc.accum_steps * info.world_size))}")
-        self.total_steps = tc.epochs * self.steps_per_epoch
-        self.global_batch = tc.batch_size * tc.accum_steps * info.world_size
-        self.optimizer = build_optimizer(model, cfg.optim, self.global_batch)
-        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.total_steps, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp.dtype == "fp16")
+    ``hooks`` (default: :func:`default_hooks`) and those added by :meth:`register_hooks` are
+    called in order before training and after each step, and in reverse order after the last step
+    (see :meth:`Hook.after_train`). ``resume_from``: a checkpoint that :meth:`run` restores first.
+    """
+
+    def __init__(self, task: Task, cfg: TrainConfig, parts: TrainParts, out_dir: Path, info: du.DistInfo,
+                 device: torch.device, *, resume_from: Path | None = None, hooks: Iterable[Hook] | None = None):
+        self.task, self.cfg, self.parts, self.out_dir, self.info, self.device = task, cfg, parts, out_dir, info, device
+        self.model, self.ddp, self.loader = parts.model, parts.ddp, parts.loader
+        self.train_set, self.val_set = parts.train_set, parts.val_set
+        self.optimizer, self.scheduler, self.scaler = parts.optimizer, parts.scheduler, parts.scaler
+        self.steps_per_epoch, self.total_steps, self.global_batch = (
+            parts.steps_per_epoch, parts.total_steps, parts.global_batch)
+        self.resume_from = resume_from
         self.step = 0
         self.last_checkpoint: Path | None = None
         self.amp, self.amp_note = None, ""  # the steps' and evaluations' precision ("auto" resolved), and how
+        self.log: RunLog | NullRunLog = NullRunLog()
+        self.hooks: list[Hook] = []
+        self.register_hooks(default_hooks(cfg, parts) if hooks is None else hooks)
+
+    def register_hooks(self, hooks: Iterable[Hook]) -> None:
+        """Add ``hooks`` after those already registered; before :meth:`run`, which restores their
+        checkpoint state."""
+        self.hooks.extend(hooks)
+
+    def hook(self, kind: type[H]) -> H | None:
+        """The first registered hook of type ``kind`` (None: none is)."""
+        return next((h for h in self.hooks if isinstance(h, kind)), None)
+
+    def _start(self) -> None:
+        """Restore the checkpoint being resumed, settle the precision, seed each rank, and open the
+        run's log (rank 0)."""
+        cfg, info = self.cfg, self.info
         rng = self._load(self.resume_from) if self.resume_from is not None else None
         if self.amp is None:
-            self.amp, self.amp_note = choose_training_amp(task, model, self.train_set, cfg, device)
-        _seed_all(tc.seed + info.rank)  # per-rank dropout / drop-path masks
+            self.amp, self.amp_note = choose_training_amp(self.task, self.model, self.train_set, cfg, self.device)
+        seed_all(cfg.train.seed + info.rank)  # per-rank dropout / drop-path masks
         if rng is not None:
             ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
 
         if info.is_main:  # the folder exists: hold_run_dir made it
             # a pause point belongs to one invocation, not to the run: `--resume` must not stop again
             saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stop_after_steps=None))
-            save_config(saved, out_dir / "config.yaml")
+            save_config(saved, self.out_dir / "config.yaml")
             prior = ckpt.run_dir_of(self.resume_from) / "metrics.csv" if self.resume_from else None
-            self.log = RunLog(out_dir, self.total_steps, self.step, tensorboard=cfg.log.tensorboard,
+            self.log = RunLog(self.out_dir, self.total_steps, self.step, tensorboard=cfg.log.tensorboard,
                               plot=cfg.log.plot, progress=cfg.log.progress, prior_csv=prior)
-        else:
-            self.log = NullRunLog()
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -180,7 +172,8 @@ class Trainer:
     # -- what the hooks call ----------------------------------------------------------------
 
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None and self.cfg.eval.use_ema else self.model
+        ema = self.parts.ema
+        return ema.module if ema is not None and self.cfg.eval.use_ema else self.model
 
     def evaluate(self) -> dict[str, float]:
         """The task's metrics of the evaluated weights (EMA or raw) on the validation set."""
@@ -237,6 +230,7 @@ class Trainer:
         return StepResult(values, images * self.info.world_size, lr, time.perf_counter() - started)
 
     def run(self) -> dict[str, Any]:
+        self._start()
         tc, spe = self.cfg.train, self.steps_per_epoch
         done = finished_summary(self.out_dir) if self.step == self.total_steps else None
         if done is not None and done.get("step") == self.step:  # its metrics.json is kept as it is
@@ -283,12 +277,14 @@ class Trainer:
             "epoch": round(self.step / self.steps_per_epoch, 4),
             "train_seconds": round(seconds, 2),
         }
-        row = self.logger.last_row
+        logger, evaluator = self.hook(LogHook), self.hook(EvalHook)
+        row = logger.last_row if logger is not None else None
         if row:
             summary.update(train_loss=row["loss"], lr=row["lr"], images_per_s=round(row["throughput"], 2))
-        summary.update({f"val_{k}": v for k, v in self.evaluator.last_metrics.items()})
-        best = self.evaluator.best
-        if best["step"] >= 0:
+        if evaluator is not None:
+            summary.update({f"val_{k}": v for k, v in evaluator.last_metrics.items()})
+        best = evaluator.best if evaluator is not None else None
+        if best is not None and best["step"] >= 0:
             summary[f"best_val_{best['metric']}"] = best["value"]
             summary["best_step"] = best["step"]
         summary.update(extra)
