@@ -2,12 +2,13 @@
 2101.11605, section 4.1: synchronized BatchNorm across the accelerators): part of ``gpu_check.py``.
 
 Each case spawns ``world`` processes; every rank builds ``build_maskrcnn(norm="syncbn")`` once the
-process group exists (as the trainer does), moves it to the device in channels_last, wraps it in
-DDP and takes one SGD step under bf16 autocast on its own image. Rank 0 gathers per rank: the
-number of SyncBatchNorm layers, a checksum of the parameters after the step (DDP: equal on every
-rank), and the stem BatchNorm's running mean (equal across ranks exactly when BatchNorm is
-synchronized: on CUDA; PyTorch's SyncBatchNorm runs on CUDA only, so on the CPU each process keeps
-its own statistics and the builder leaves BatchNorm as it is).
+process group exists, prepares it as a training run does (``botnet.engine.parts.prepare_model``:
+BatchNorm synchronized or not, the device, channels_last), wraps it in DDP and takes one SGD step
+under bf16 autocast on its own image. Rank 0 gathers per rank: the number of SyncBatchNorm layers,
+a checksum of the parameters after the step (DDP: equal on every rank), and the stem BatchNorm's
+running mean (equal across ranks exactly when BatchNorm is synchronized: several processes on
+CUDA; PyTorch's SyncBatchNorm runs on CUDA only, so on the CPU each process keeps its own
+statistics, and one process has nothing to synchronize with).
 
 One device holds two ranks only with gloo (NCCL takes one rank per device), so on one GPU the
 synchronization is checked with gloo on CUDA tensors, and NCCL, the trainer's CUDA backend, with
@@ -25,7 +26,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from botnet.detection.config import DetectionConfig
 from botnet.detection.maskrcnn import build_maskrcnn
+from botnet.detection.task import DetectionTask
+from botnet.engine.distributed import DistInfo
+from botnet.engine.parts import prepare_model
 
 
 def _worker(rank: int, world: int, backend: str, device_type: str, init_file: str, out_file: str, size: int):
@@ -44,8 +49,10 @@ def _worker(rank: int, world: int, backend: str, device_type: str, init_file: st
     model = build_maskrcnn("botnet_tiny", num_classes=80, norm="syncbn", canvas=size, fpn_channels=32,
                            rpn_batch_size=64, rpn_pre_nms_train=200, rpn_post_nms_train=100, box_batch_size=64,
                            box_representation=64, mask_head_channels=(32,))
+    cfg = DetectionConfig()  # norm syncbn, channels_last: the paper's recipe
+    task = DetectionTask(cfg, [str(i) for i in range(80)])
+    model = prepare_model(model, task, cfg, DistInfo(rank, world), device).train()
     n_sync = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
-    model = model.to(device).to(memory_format=torch.channels_last).train()
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device_type == "cuda" else None)
     images, targets = make_batch(2, size, device)  # rank r trains on image r
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01)
@@ -75,7 +82,7 @@ def run_case(backend: str, world: int, device_type: str, size: int) -> dict:
         mp.spawn(_worker, args=(world, backend, device_type, init_file, out_file, size), nprocs=world, join=True)
         with open(out_file) as f:
             res = json.load(f)
-    synced = device_type == "cuda"  # the builder converts BatchNorm when the model trains on CUDA
+    synced = device_type == "cuda" and world > 1  # as a training run decides (prepare_model)
     res["expected"] = (res["params_equal"] and (res["sync_bn_layers"] > 0) == synced
                        and (world == 1 or res["bn_stats_equal"] == synced))
     return res

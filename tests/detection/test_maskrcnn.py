@@ -3,6 +3,7 @@ import pytest
 import torch
 from torchvision.ops import FrozenBatchNorm2d
 
+from botnet.detection.config import DetectionConfig
 from botnet.detection.maskrcnn import build_fasterrcnn, build_maskrcnn
 from botnet.errors import UserError
 
@@ -89,3 +90,28 @@ def test_bad_arguments_are_user_errors():
         build_maskrcnn("resnet_tiny", 2, mask_roi_size=0, **SMALL)
     with pytest.raises(UserError, match="backbone weights file not found"):
         build_maskrcnn("resnet_tiny", 2, backbone_weights="/nonexistent.pth", **SMALL)
+
+
+def test_the_builder_takes_the_model_config_or_changes_to_it_alike():
+    """One home for a detector's settings: a backbone name with keyword changes and the config
+    holding them build the same model, and the builder adds no default of its own."""
+    from botnet.detection.config import DetModelConfig
+    from botnet.detection.task import DetectionTask
+
+    changes = {k: v for k, v in SMALL.items() if k != "canvas"}
+    torch.manual_seed(0)
+    by_name = build_maskrcnn("resnet_tiny", 2, canvas=64, mask_roi_size=7, **changes)
+    cfg = DetModelConfig(name="resnet_tiny", mask_roi_size=7, **changes)
+    torch.manual_seed(0)
+    by_config = build_maskrcnn(cfg, 2, canvas=64)
+    a, b = by_name.state_dict(), by_config.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert by_config.roi_heads.mask_roi_pool.output_size == (7, 7)
+    # norm "syncbn" (the config's default) builds BatchNorm: the training run synchronizes it
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in by_config.modules())
+    assert DetectionTask(DetectionConfig(model=cfg), ["a", "b"]).sync_batchnorm
+    assert not DetectionTask(DetectionConfig(model=DetModelConfig(norm="bn")), ["a", "b"]).sync_batchnorm
+    with pytest.raises(UserError, match="unknown key 'fpn_width'"):
+        build_maskrcnn("resnet_tiny", 2, fpn_width=32)
+    with pytest.raises(UserError, match="num_classes"):
+        build_maskrcnn(cfg, 0)

@@ -1,0 +1,51 @@
+"""The parts of a run: SyncBatchNorm and the memory format decided once, where the model is prepared."""
+import warnings
+
+import pytest
+import torch
+from toy_task import ToyTask, toy_config
+
+from botnet.engine import distributed as du
+from botnet.engine.parts import prepare_model
+from botnet.engine.task import inputs_like
+
+
+class NormTask(ToyTask):
+    """The toy task with BatchNorm, asking for it synchronized or not (as a detector's norm does)."""
+
+    def __init__(self, sync: bool):
+        super().__init__(norm=True)
+        self.sync_batchnorm = sync
+
+
+@pytest.mark.parametrize("world, sync_bn, task_sync, expected", [
+    (1, True, True, False),     # one process: nothing to synchronize with
+    (2, False, False, False),
+    (2, True, False, True),     # dist.sync_bn, for any task
+    (2, False, True, True),     # the task asks (a detector with norm: syncbn)
+])
+def test_batchnorm_is_synchronized_for_several_processes_when_the_config_or_the_task_asks(
+        monkeypatch, world, sync_bn, task_sync, expected):
+    seen = []
+    real = du.batchnorm_for_device
+    monkeypatch.setattr(du, "batchnorm_for_device", lambda m, d, sync: seen.append(sync) or real(m, d, sync))
+    task = NormTask(task_sync)
+    cfg = toy_config(**{"dist.sync_bn": str(sync_bn).lower()})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = prepare_model(task.build_model(), task, cfg, du.DistInfo(0, world), torch.device("cpu"))
+    assert seen[0] == expected  # (the first call: the rest are its recursion into the children)
+    # on the CPU, where PyTorch's SyncBatchNorm does not run, the BatchNorm stays per process
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert any("sync_bn is CUDA-only" in str(w.message) for w in caught) == (sync_bn and world > 1)
+
+
+def test_inputs_follow_the_memory_format_the_model_was_prepared_in():
+    task = ToyTask()
+    images = torch.randn(2, 3, 8, 8)
+    for channels_last in (False, True):
+        cfg = toy_config(**{"train.channels_last": str(channels_last).lower()})
+        model = prepare_model(task.build_model(), task, cfg, du.DistInfo(), torch.device("cpu"))
+        out = inputs_like(model, images)
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert out.is_contiguous() != channels_last and torch.equal(out, images)
