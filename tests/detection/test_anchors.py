@@ -87,7 +87,7 @@ def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monk
     cfg = DetectionConfig(model=DetModelConfig(anchor_sizes="auto"),
                           data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), canvas=400))
     seen = {}
-    monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None, hooks=(): seen.setdefault("cfg", cfg))
     monkeypatch.setattr(api.DetectionTask, "for_training", classmethod(lambda cls, cfg: None))
     api.train_detector(cfg, tmp_path / "run")
     sizes = seen["cfg"].model.anchor_sizes
@@ -104,10 +104,9 @@ def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monk
 def test_training_a_random_backbone_says_the_paper_starts_from_imagenet(monkeypatch, capsys, tmp_path,
                                                                         name, weights, resume, hinted):
     from botnet.detection import api
-    from botnet.detection.maskrcnn import build_maskrcnn
     from botnet.detection.config import DetectionConfig, DetModelConfig
 
-    monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None: None)
+    monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None, hooks=(): None)
     monkeypatch.setattr(api.DetectionTask, "for_training", classmethod(lambda cls, cfg: None))
     api.train_detector(DetectionConfig(model=DetModelConfig(name=name, backbone_weights=weights)), tmp_path, resume)
     said = capsys.readouterr().err

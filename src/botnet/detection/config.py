@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
+from botnet.engine.config import (
+    EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig, from_dict, to_dict)
 from botnet.engine.config_validate import (
     CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
 
@@ -80,6 +81,15 @@ class DetModelConfig(Checked):
     roi_align_impl: str = "auto"
     detections_per_img: int = 100
     score_thresh: float = 0.05
+
+
+def detector_config(cfg: DetModelConfig | str = "botnet50", **changes: Any) -> DetModelConfig:
+    """``cfg`` (a :class:`DetModelConfig`, or a backbone name for the default one) with ``changes``
+    to its fields, checked as a config file's ``model`` section is."""
+    base = DetModelConfig(name=cfg) if isinstance(cfg, str) else cfg
+    if not changes:
+        return base
+    return from_dict(DetModelConfig, {**to_dict(base), **changes})
 
 
 @dataclass

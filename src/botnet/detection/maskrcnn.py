@@ -20,10 +20,9 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from botnet.data.det_transforms import keep_every_side
-from botnet.detection.config import DetModelConfig
+from botnet.detection.config import DetModelConfig, detector_config
 from botnet.detection.precision import float32_head_outputs
 from botnet.detection.roi_align import GatherMultiScaleRoIAlign
-from botnet.engine.config import from_dict, to_dict
 from botnet.errors import UserError
 
 FEATURES = ("c2", "c3", "c4", "c5")
@@ -81,15 +80,6 @@ def build_backbone(cfg: DetModelConfig, canvas: int = 1024) -> BackboneWithFPN:
                                            what="backbone weights")
     freeze_stages(body, cfg.freeze_at)
     return BackboneWithFPN(body, cfg.fpn_channels)
-
-
-def detector_config(cfg: DetModelConfig | str = "botnet50", **changes: Any) -> DetModelConfig:
-    """``cfg`` (a :class:`DetModelConfig`, or a backbone name for the default one) with ``changes``
-    to its fields, checked as a config file's ``model`` section is."""
-    base = DetModelConfig(name=cfg) if isinstance(cfg, str) else cfg
-    if not changes:
-        return base
-    return from_dict(DetModelConfig, {**to_dict(base), **changes})
 
 
 def build_maskrcnn(cfg: DetModelConfig | str = "botnet50", num_classes: int = 80, *, canvas: int = 1024,
