@@ -44,6 +44,7 @@ DET_BAD = [
     (["--jitter", "0,1"], "data.scale_range=(0.0, 1.0)"),
     (["--set", "model.score_thresh=2"], "model.score_thresh=2"),
     (["--set", "model.mask_head_channels=[]"], "model.mask_head_channels=[]"),
+    (["--set", "model.anchor_sizes=[8,16]"], "model.anchor_sizes=[8, 16]"),  # was refused only by the builder
 ]
 
 

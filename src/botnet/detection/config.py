@@ -22,7 +22,7 @@ PYRAMID_LEVELS = 5
 def _per_level(rule: Rule) -> Rule:
     def check(v: Any) -> str | None:
         if isinstance(v, (list, tuple)) and len(v) != PYRAMID_LEVELS:
-            return f"needs one size per pyramid level p2..p6 ({PYRAMID_LEVELS}), got {len(v)}"
+            return f"must hold one size per pyramid level p2..p6 ({PYRAMID_LEVELS}), not {len(v)}"
         return rule(v)
 
     return check
