@@ -116,8 +116,8 @@ def test_fresh_run_into_an_existing_run_is_refused(tmp_path):
 
 
 def test_batchnorm_follows_the_device():
-    """SyncBatchNorm only where PyTorch runs it (CUDA); on the CPU a model built with it (norm
-    "syncbn" on a machine that has CUDA) trains with plain BatchNorm2d holding the same state."""
+    """SyncBatchNorm only where PyTorch runs it (CUDA); on the CPU a model converted to it
+    elsewhere trains with plain BatchNorm2d holding the same state."""
     from torch import nn
 
     from botnet.engine.distributed import batchnorm_for_device
