@@ -23,8 +23,8 @@ from botnet.engine.config import (  # noqa: F401
     to_dict,
 )
 from botnet.engine.evaluate import autocast, evaluate  # noqa: F401
-from botnet.engine.hooks import Hook, StepResult  # noqa: F401
+from botnet.engine.hooks import Hook, StepResult, default_hooks  # noqa: F401
 from botnet.engine.parts import TrainParts, build_parts  # noqa: F401
 from botnet.engine.run_log import read_metrics_csv  # noqa: F401
 from botnet.engine.task import Evaluation, Task  # noqa: F401
-from botnet.engine.trainer import NonFiniteLossError, Trainer, default_hooks, train  # noqa: F401
+from botnet.engine.trainer import NonFiniteLossError, Trainer, train  # noqa: F401

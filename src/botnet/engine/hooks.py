@@ -19,6 +19,8 @@ from botnet.engine.ema import ModelEma
 from botnet.engine.progress import duration
 
 if TYPE_CHECKING:
+    from botnet.engine.config import TrainConfig
+    from botnet.engine.parts import TrainParts
     from botnet.engine.trainer import Trainer
 
 
@@ -235,3 +237,12 @@ class CheckpointHook(Hook):
         trainer.log.flush()  # first, so the log on disk always reaches the newest checkpoint
         trainer.save_checkpoint()
         self.last_step = trainer.step
+
+
+def default_hooks(cfg: "TrainConfig", parts: "TrainParts") -> list[Hook]:
+    """The policies of every run, in the order they act after a step: EMA update, logging,
+    evaluation (with the best weights kept), checkpoints."""
+    hooks: list[Hook] = [EmaHook(parts.ema, parts.model, cfg.ema.every_steps)] if parts.ema is not None else []
+    return hooks + [LogHook(cfg.log.every_steps),
+                    EvalHook(cfg.eval.every_epochs, cfg.eval.every_steps, cfg.checkpoint.keep_best),
+                    CheckpointHook(cfg.checkpoint.every_steps)]

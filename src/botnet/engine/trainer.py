@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -28,16 +28,13 @@ from botnet.engine import distributed as du
 from botnet.engine.amp_choice import choose_training_amp
 from botnet.engine.config import TrainConfig, save_config, to_dict
 from botnet.engine.evaluate import autocast, evaluate
-from botnet.engine.hooks import CheckpointHook, EmaHook, EvalHook, Hook, LogHook, StepResult
+from botnet.engine.hooks import EvalHook, Hook, LogHook, StepResult, default_hooks
 from botnet.engine.parts import TrainParts, build_parts, seed_all
 from botnet.engine.run_dir import finished_summary, hold_run_dir
 from botnet.engine.run_log import NullRunLog, RunLog
 from botnet.engine.task import Task
 from botnet.errors import UserError
 from botnet.weights import save_weights
-
-
-H = TypeVar("H", bound=Hook)
 
 
 class NonFiniteLossError(UserError):
@@ -63,15 +60,6 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str 
         du.teardown(info)
 
 
-def default_hooks(cfg: TrainConfig, parts: TrainParts) -> list[Hook]:
-    """The policies of every run, in the order they act after a step: EMA update, logging,
-    evaluation (with the best weights kept), checkpoints."""
-    hooks: list[Hook] = [EmaHook(parts.ema, parts.model, cfg.ema.every_steps)] if parts.ema is not None else []
-    return hooks + [LogHook(cfg.log.every_steps),
-                    EvalHook(cfg.eval.every_epochs, cfg.eval.every_steps, cfg.checkpoint.keep_best),
-                    CheckpointHook(cfg.checkpoint.every_steps)]
-
-
 class Trainer:
     """The loop over a run's :class:`~botnet.engine.parts.TrainParts`, and the hooks it calls.
 
@@ -83,7 +71,7 @@ class Trainer:
     def __init__(self, task: Task, cfg: TrainConfig, parts: TrainParts, out_dir: Path, info: du.DistInfo,
                  device: torch.device, *, resume_from: Path | None = None, hooks: Iterable[Hook] | None = None):
         self.task, self.cfg, self.parts, self.out_dir, self.info, self.device = task, cfg, parts, out_dir, info, device
-        self.model, self.ddp, self.loader = parts.model, parts.ddp, parts.loader
+        self.model, self.ddp, self.ema, self.loader = parts.model, parts.ddp, parts.ema, parts.loader
         self.train_set, self.val_set = parts.train_set, parts.val_set
         self.optimizer, self.scheduler, self.scaler = parts.optimizer, parts.scheduler, parts.scaler
         self.steps_per_epoch, self.total_steps, self.global_batch = (
@@ -101,9 +89,13 @@ class Trainer:
         checkpoint state."""
         self.hooks.extend(hooks)
 
-    def hook(self, kind: type[H]) -> H | None:
-        """The first registered hook of type ``kind`` (None: none is)."""
-        return next((h for h in self.hooks if isinstance(h, kind)), None)
+    @property
+    def logger(self) -> LogHook | None:
+        return next((h for h in self.hooks if isinstance(h, LogHook)), None)
+
+    @property
+    def evaluator(self) -> EvalHook | None:
+        return next((h for h in self.hooks if isinstance(h, EvalHook)), None)
 
     def _start(self) -> None:
         """Restore the checkpoint being resumed, settle the precision, seed each rank, and open the
@@ -172,8 +164,7 @@ class Trainer:
     # -- what the hooks call ----------------------------------------------------------------
 
     def eval_model(self) -> nn.Module:
-        ema = self.parts.ema
-        return ema.module if ema is not None and self.cfg.eval.use_ema else self.model
+        return self.ema.module if self.ema is not None and self.cfg.eval.use_ema else self.model
 
     def evaluate(self) -> dict[str, float]:
         """The task's metrics of the evaluated weights (EMA or raw) on the validation set."""
@@ -277,7 +268,7 @@ class Trainer:
             "epoch": round(self.step / self.steps_per_epoch, 4),
             "train_seconds": round(seconds, 2),
         }
-        logger, evaluator = self.hook(LogHook), self.hook(EvalHook)
+        logger, evaluator = self.logger, self.evaluator
         row = logger.last_row if logger is not None else None
         if row:
             summary.update(train_loss=row["loss"], lr=row["lr"], images_per_s=round(row["throughput"], 2))
