@@ -83,10 +83,10 @@ class DetModelConfig(Checked):
     score_thresh: float = 0.05
 
 
-def detector_config(cfg: DetModelConfig | str = "botnet50", **changes: Any) -> DetModelConfig:
-    """``cfg`` (a :class:`DetModelConfig`, or a backbone name for the default one) with ``changes``
-    to its fields, checked as a config file's ``model`` section is."""
-    base = DetModelConfig(name=cfg) if isinstance(cfg, str) else cfg
+def detector_config(cfg: DetModelConfig | str | None = None, **changes: Any) -> DetModelConfig:
+    """``cfg`` (a :class:`DetModelConfig`, a backbone name for the default config, or None: the
+    default config) with ``changes`` to its fields, checked as a config file's ``model`` section is."""
+    base = DetModelConfig(name=cfg) if isinstance(cfg, str) else cfg or DetModelConfig()
     if not changes:
         return base
     return from_dict(DetModelConfig, {**to_dict(base), **changes})

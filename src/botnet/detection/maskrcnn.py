@@ -20,7 +20,7 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from botnet.data.det_transforms import keep_every_side
-from botnet.detection.config import DetModelConfig, detector_config
+from botnet.detection.config import DetDataConfig, DetModelConfig, detector_config
 from botnet.detection.precision import float32_head_outputs
 from botnet.detection.roi_align import GatherMultiScaleRoIAlign
 from botnet.errors import UserError
@@ -62,7 +62,7 @@ def freeze_stages(body: nn.Module, freeze_at: int) -> None:
                 p.requires_grad_(False)
 
 
-def build_backbone(cfg: DetModelConfig, canvas: int = 1024) -> BackboneWithFPN:
+def build_backbone(cfg: DetModelConfig, canvas: int = DetDataConfig.canvas) -> BackboneWithFPN:
     """The registered backbone ``cfg.name`` (``botnet.list_models()``) wrapped with an FPN.
 
     ``cfg.backbone_weights``: a weights source (:mod:`botnet.pretrained`: ``imagenet``,
@@ -82,16 +82,16 @@ def build_backbone(cfg: DetModelConfig, canvas: int = 1024) -> BackboneWithFPN:
     return BackboneWithFPN(body, cfg.fpn_channels)
 
 
-def build_maskrcnn(cfg: DetModelConfig | str = "botnet50", num_classes: int = 80, *, canvas: int = 1024,
-                   **changes: Any) -> nn.Module:
+def build_maskrcnn(cfg: DetModelConfig | str | None = None, num_classes: int = 80, *,
+                   canvas: int = DetDataConfig.canvas, **changes: Any) -> nn.Module:
     """A Mask R-CNN (``cfg.masks``) or Faster R-CNN with FPN, as ``cfg`` describes it.
 
     ``cfg`` is a :class:`~botnet.detection.config.DetModelConfig` (a run's ``model`` section: every
-    setting, its default and its check are there) or a backbone name for the default config;
-    keyword ``changes`` set its fields (``norm="frozen"``, ``mask_roi_size=7``...), as torchvision's
-    ``maskrcnn_resnet50_fpn(**kwargs)`` does. ``num_classes`` counts object categories, not the
+    setting, its default and its check are there), a backbone name for the default config, or
+    None for the default config itself (``botnet50``); keyword ``changes`` set its fields
+    (``norm="frozen"``, ``mask_roi_size=7``...), as torchvision's ``maskrcnn_resnet50_fpn(**kwargs)`` does. ``num_classes`` counts object categories, not the
     background (torchvision's ``num_classes`` is this plus one); images are resized so that their
-    longer side is ``canvas``.
+    longer side is ``canvas`` (a run's ``data.canvas``).
     """
     cfg = detector_config(cfg, **changes)
     if num_classes < 1:
@@ -129,6 +129,6 @@ def build_maskrcnn(cfg: DetModelConfig | str = "botnet50", num_classes: int = 80
     return float32_head_outputs(model)  # box coding and losses in float32 under autocast
 
 
-def build_fasterrcnn(cfg: DetModelConfig | str = "botnet50", num_classes: int = 80, **changes: Any) -> nn.Module:
+def build_fasterrcnn(cfg: DetModelConfig | str | None = None, num_classes: int = 80, **changes: Any) -> nn.Module:
     """:func:`build_maskrcnn` without the mask head."""
     return build_maskrcnn(cfg, num_classes, **{**changes, "masks": False})
