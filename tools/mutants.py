@@ -154,10 +154,11 @@ MUTANTS = [
     # -- classification -------------------------------------------------------------------------
     m("top1-counts-top2", "classification/task.py", "hits[:, :k].any(dim=1)", "hits[:, :max(k, 2)].any(dim=1)",
       "tests/classification/test_task.py"),
-    m("small-data-hint-counts-folders", "classification/api.py", "n += path.is_file()", "n += 1",
-      "tests/classification/test_small_real.py::test_hint_names_the_small_recipe_only_for_small_folders"),
-    m("small-data-hint-with-config", "cli/cls.py", "if args.config is None and not args.resume and",
-      "if not args.resume and", "tests/classification/test_small_real.py::test_cli_suggests_cls_small_without_a_recipe"),
+    m("small-data-threshold-off-by-one", "classification/api.py", "if len(files) >= limit:", "if len(files) > limit:",
+      "tests/classification/test_small_real.py::test_small_folders_of_small_images_choose_cls_small"),
+    m("recipe-chosen-despite-config", "cli/run_args.py", "if args.config is not None or args.resume is not None:",
+      "if args.resume is not None:",
+      "tests/classification/test_small_real.py::test_cli_names_the_chosen_recipe_first_and_trains_with_it"),
     m("unwritable-out-accepted", "io.py", "if not os.access(existing, os.W_OK | os.X_OK):", "if False:",
       "tests/hostile/test_run_folder.py::test_eval_cls_with_out_that_is_not_writable"),
     # -- export ---------------------------------------------------------------------------------
