@@ -115,15 +115,20 @@ def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], cla
     return doc
 
 
-def letterbox(image: torch.Tensor, canvas: int) -> tuple[torch.Tensor, float]:
-    """Resize a (3, H, W) image so that its longer side is ``canvas``, pad the bottom / right with
-    zeros to ``canvas`` x ``canvas`` (the training crop's padding), and return it with the scale
-    (canvas pixels per image pixel). This is the input of a fixed-canvas detector export:
-    divide its boxes by the scale to return to the image."""
+def letterbox(image: ImageLike, canvas: int) -> tuple[torch.Tensor, float]:
+    """An image on a fixed ``canvas`` x ``canvas``, the input of a detector export, and its scale
+    (canvas pixels per image pixel: divide the export's boxes by it to return to the image).
+
+    ``image`` is anything :class:`botnet.Predictor` takes (a path, a PIL image, a numpy array or a
+    (C, H, W) tensor: :func:`~botnet.data.images.read_image`). Its longer side is resized to
+    ``canvas`` and the bottom / right padded with zeros (the training crop's padding); the result
+    is (3, canvas, canvas) RGB float32 in [0, 1]."""
     from torchvision.transforms.v2 import functional as TF
 
-    h, w = image.shape[-2:]
+    pixels = read_image(image)
+    pixels = pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels.float()
+    h, w = pixels.shape[-2:]
     scale = canvas / max(h, w)
     size = [max(1, min(canvas, round(h * scale))), max(1, min(canvas, round(w * scale)))]
-    resized = TF.resize(image, size, antialias=True) if size != [h, w] else image
+    resized = TF.resize(pixels, size, antialias=True).clamp_(0, 1) if size != [h, w] else pixels
     return F.pad(resized, (0, canvas - size[1], 0, canvas - size[0])), scale
