@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from botnet.cli.run_args import (
     add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
@@ -150,5 +151,10 @@ def _predict(args: argparse.Namespace) -> int:
         more = f" and {len(dets) - 8} more" if len(dets) > 8 else ""
         print(f"{info['file_name']}: {len(dets)} detection(s)" + (f": {found}{more}" if dets else ""))
     print(f"pictures and detections.json in {args.out}")
+    from botnet.detection.predict import shrink_note
+
+    note = shrink_note([(info["height"], info["width"]) for info in doc["images"]], predictor.canvas)
+    if note:
+        print(note, file=sys.stderr)
     report_skipped(skipped, len(images))
     return 0

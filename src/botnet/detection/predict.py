@@ -115,6 +115,26 @@ def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], cla
     return doc
 
 
+#: an image shrunk by more than this factor to fit the canvas gets a note: its small objects may
+#: fall below what the detector can find (a 303 x 384 photo at canvas 128 lost every object)
+SHRINK_NOTE = 2.0
+
+
+def shrink_note(sizes: Sequence[tuple[int, int]], canvas: int | None) -> str | None:
+    """A line for images (``(height, width)`` each) whose longer side is more than
+    :data:`SHRINK_NOTE` times the ``canvas`` they are resized to, naming ``--canvas``; None when
+    there are none."""
+    if not canvas:
+        return None
+    shrunk = [max(hw) for hw in sizes if max(hw) > SHRINK_NOTE * canvas]
+    if not shrunk:
+        return None
+    largest = max(shrunk)
+    return (f"note: {len(shrunk)} of {len(sizes)} image(s) were shrunk more than {SHRINK_NOTE:g}x to fit the "
+            f"{canvas} px canvas the model was trained at (largest side {largest} px); small objects may be missed. "
+            f"--canvas {min(largest, 4 * canvas)} runs the detector at a larger size")
+
+
 def letterbox(image: ImageLike, canvas: int) -> tuple[torch.Tensor, float]:
     """An image on a fixed ``canvas`` x ``canvas``, the input of a detector export, and its scale
     (canvas pixels per image pixel: divide the export's boxes by it to return to the image).
