@@ -13,7 +13,7 @@ from botnet.engine import distributed as du
 from botnet.engine import evaluate, train
 from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
-from botnet.engine.evaluate import EVAL_FILE
+from botnet.engine.evaluate import EVAL_FILE, weights_amp
 from botnet.io import Outputs
 from botnet.loading import LoadedModel, load_model
 
@@ -89,7 +89,7 @@ def evaluate_classifier(
     img_size: int | None = None,
     workers: int = 2,
     device: str = "auto",
-    amp: str = "bf16",
+    amp: str = "auto",
     strict: bool = False,
 ) -> dict[str, Any]:
     """Top-1 / top-5 accuracy (percent; top-5 for more than 5 classes), loss and each class's
@@ -108,10 +108,11 @@ def evaluate_classifier(
     task = _task_for_weights(loaded, strict)
     split_dir = split_folder(data, split) or Path(data)
     dataset = task.eval_dataset(split_dir)
+    amp = weights_amp(dev, amp, loaded.metadata)  # auto: the precision of the run's own evaluations
     result = evaluate(task, loaded.model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp,
                       channels_last=dev.type == "cuda")
     confusion = result.details["confusion"]
-    metrics = {**result.metrics, **task.summary(), "weights": str(weights), "data": str(split_dir),
+    metrics = {**result.metrics, **task.summary(), "weights": str(weights), "data": str(split_dir), "amp": amp,
                "per_class": per_class(confusion, loaded.class_names)}
     if outputs is not None and du.rank() == 0:
         with outputs:

@@ -65,7 +65,7 @@ def _eval(args: argparse.Namespace) -> int:
                             strict=args.strict)
     top5 = f"  top5 {m['top5']:.2f}" if "top5" in m else ""  # more than 5 classes only
     print(f"top1 {m['top1']:.2f}{top5}  loss {m['loss']:.4f}  "
-          f"({m['num_images']} images, {m['skipped_images']} skipped)")
+          f"({m['num_images']} images, {m['skipped_images']} skipped, {m['amp']})")
     scored = sorted((v["accuracy"], name) for name, v in m["per_class"].items() if v["accuracy"] is not None)
     if scored:
         shown = ", ".join(f"{name} {acc:.1f}" for acc, name in scored[:5])

@@ -10,6 +10,10 @@ from botnet.cli.run_args import (
 from botnet.engine.config_validate import canvas_side, fraction_float
 
 
+#: ``eval det`` prints the AP of this many categories (eval.json has all)
+PRINTED_CATEGORIES = 20
+
+
 def register(cli) -> None:
     p = cli.task_command("train", "det", help="train a BoTNet / ResNet Mask R-CNN on COCO-format data",
                          epilog="--epochs also moves the x0.1 decays to 2/3 and 8/9 of the run; the learning "
@@ -40,7 +44,7 @@ def register(cli) -> None:
     add_engine_args(p, recipe_example="det_36ep", lr_example=0.02)
     p.set_defaults(func=_train)
 
-    p = cli.task_command("eval", "det", help="COCO box and mask AP of detector weights")
+    p = cli.task_command("eval", "det", help="COCO box and mask AP and AR, and each category's AP, of detector weights")
     p.add_argument("--data", "--val-data", dest="data", required=True, help="image folder")
     p.add_argument("--ann", "--val-ann", dest="ann", required=True, help="COCO instances JSON")
     p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
@@ -122,11 +126,17 @@ def _eval(args: argparse.Namespace) -> int:
                           strict=args.strict)
     if not is_main():
         return 0
-    print(f"{format_ap(m)}  ({m['num_images']} images, {m['skipped_images']} skipped)")
+    print(f"{format_ap(m)}  ({m['num_images']} images, {m['skipped_images']} skipped, {m['amp']})")
     for kind in ("box", "mask"):
         if f"{kind}_ap" in m:
             print(f"  {kind}: " + "  ".join(f"{k.split('_', 1)[1]} {m[k]:.1f}" for k in m
                                              if k.startswith(f"{kind}_")))
+    categories = m["per_category"]
+    for name, aps in list(categories.items())[:PRINTED_CATEGORIES]:
+        print(f"  {name} (id {aps['id']}): " + "  ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in aps.items()
+                                                         if k != "id"))
+    if len(categories) > PRINTED_CATEGORIES:
+        print(f"  ... {len(categories) - PRINTED_CATEGORIES} more categories in eval.json (per_category)")
     return 0
 
 
