@@ -9,7 +9,9 @@ What can be exported:
   canvas pixels, ``labels`` (N,), ``scores`` (N,) and, with a mask head, ``masks`` (N, 1, C, C)
   probabilities.
 
-With ``dynamic=True`` the batch, height and width of classifiers and backbones are dynamic axes.
+With ``dynamic=True`` the batch, height and width of classifiers and backbones are dynamic axes,
+named ``batch``, ``height`` and ``width`` in the ONNX file; without a ``size`` the export runs at
+the smallest valid size not below the model's (a classifier trained at 32 px exports at 64).
 Heights and widths are multiples of :data:`SIZE_MULTIPLE` from 64 to 4096: every stride-2 layer
 then halves evenly, which is what lets ``torch.export`` prove the network's shape arithmetic for
 the whole range (the attention itself takes any size). Detectors export at a fixed canvas: their
