@@ -143,7 +143,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import botnet
     from botnet.data.imagefolder import expand_images
-    from botnet.detection.predict import write_predictions
+    from botnet.detection.predict import shrink_note, write_predictions
     from botnet.engine.distributed import select_device
     from botnet.errors import UserError
 
@@ -161,8 +161,6 @@ def _predict(args: argparse.Namespace) -> int:
         more = f" and {len(dets) - 8} more" if len(dets) > 8 else ""
         print(f"{info['file_name']}: {len(dets)} detection(s)" + (f": {found}{more}" if dets else ""))
     print(f"pictures and detections.json in {args.out}")
-    from botnet.detection.predict import shrink_note
-
     note = shrink_note([(info["height"], info["width"]) for info in doc["images"]], predictor.canvas)
     if note:
         print(note, file=sys.stderr)
