@@ -132,7 +132,7 @@ def shrink_note(sizes: Sequence[tuple[int, int]], canvas: int | None) -> str | N
     largest = max(shrunk)
     suggested = min(-(-largest // 32) * 32, 4 * canvas)  # the photos' own size, within reason
     return (f"note: {len(shrunk)} of {len(sizes)} image(s) were shrunk more than {SHRINK_NOTE:g}x to fit the "
-            f"{canvas} px canvas the model was trained at (largest side {largest} px); small objects may be missed. "
+            f"{canvas} px canvas (largest side {largest} px); small objects may be missed. "
             f"--canvas {suggested} runs the detector at a larger size")
 
 
