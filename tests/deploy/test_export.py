@@ -124,6 +124,7 @@ def test_detector_onnx_runs_without_runtime_warnings(det_weights, tmp_path, capf
     assert "VerifyOutputSizes" not in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_dynamic_export_of_a_small_classifier_needs_no_size(tmp_path, capsys):
     # a classifier trained at 32 px: the dynamic export runs at 64, the smallest size it takes
     model = create_model("resnet_tiny", num_classes=4, img_size=(32, 32)).eval()

@@ -202,6 +202,7 @@ def _mixed_shapes(root):
     return data
 
 
+@pytest.mark.slow
 def test_eval_of_the_best_weights_repeats_the_runs_own_evaluation(tmp_path, capsys):
     # the run evaluates 4 images a batch in fp32; `eval det` takes 8 a batch and, by default, the
     # precision of the run's evaluations: photos of mixed shapes must not see other padding in
