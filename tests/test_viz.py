@@ -120,3 +120,10 @@ def test_attention_command_with_detection_weights(photo, tmp_path):
 
     x, picture = model_input(predictor, photo)
     assert x.shape == (3, 72, 96) and picture.dtype == torch.uint8  # longer side resized to the canvas
+
+
+def test_attention_help_names_the_files_written(capsys):
+    with pytest.raises(SystemExit):
+        main(["attention", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<image>_attention.json" in text and "<image>_attention.png" in text

@@ -161,10 +161,23 @@ MUTANTS = [
       "tests/classification/test_small_real.py::test_cli_names_the_chosen_recipe_first_and_trains_with_it"),
     m("unwritable-out-accepted", "io.py", "if not os.access(existing, os.W_OK | os.X_OK):", "if False:",
       "tests/hostile/test_run_folder.py::test_eval_cls_with_out_that_is_not_writable"),
+    m("confusion-transposed", "classification/report.py", "flat = labels.long() * num_classes + predicted.long()",
+      "flat = predicted.long() * num_classes + labels.long()",
+      "tests/classification/test_task.py::test_confusion_counts_and_top_k_follow_the_class_count"),
+    # -- evaluation repeats the run's own ----------------------------------------------------------
+    m("eval-pads-to-the-batch", "detection/maskrcnn.py", "model.transform.pad_square = canvas",
+      "model.transform.pad_square = None",
+      "tests/detection/test_cli_det.py::test_eval_of_the_best_weights_repeats_the_runs_own_evaluation"),
+    m("eval-amp-not-the-runs", "engine/evaluate.py", "recorded = metadata.get(EVAL_AMP)", "recorded = None",
+      "tests/detection/test_cli_det.py::test_eval_of_the_best_weights_repeats_the_runs_own_evaluation"),
     # -- export ---------------------------------------------------------------------------------
     m("dynamic-export-one-size", "export_check.py", "    if dynamic:\n        b, c, h, w = example.shape",
       "    if False:\n        b, c, h, w = example.shape",
       "tests/deploy/test_export.py::test_a_dynamic_export_is_checked_at_a_second_size"),
+    m("dynamic-axes-unnamed", "export_formats.py", "    if dynamic:\n        name_dynamic_axes(tmp)", "",
+      "tests/deploy/test_export.py::test_dynamic_export_of_a_small_classifier_needs_no_size"),
+    m("mask-loop-axis-declared-0", "export_formats.py", "    free_growing_loop_axes(proto.graph)\n", "",
+      "tests/deploy/test_export.py::test_detector_onnx_runs_without_runtime_warnings"),
 ]
 
 

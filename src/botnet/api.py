@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,6 +39,8 @@ def load(weights: str | os.PathLike, model: str | None = None, *, img_size: int 
 def _as_list(images: ImageLike | Iterable[ImageLike]) -> list[ImageLike]:
     if isinstance(images, torch.Tensor):
         return list(images.unbind(0)) if images.dim() == 4 else [images]
+    if isinstance(images, np.ndarray):  # (H, W, C) or (H, W); (B, H, W, C) a batch
+        return list(images) if images.ndim == 4 else [images]
     if isinstance(images, (str, os.PathLike)) or not isinstance(images, Iterable):
         return [images]
     return list(images)
@@ -48,8 +51,9 @@ class Predictor:
     preprocessing. ``predict`` returns one :class:`Classification` or :class:`Detections` per
     image, in order.
 
-    Image tensors are (C, H, W) or (B, C, H, W), uint8 in 0..255 or floating point in [0, 1]; any
-    other dtype or range is refused with a message (see :func:`botnet.data.images.read_image`)."""
+    Image tensors are (C, H, W) or (B, C, H, W), numpy arrays (H, W, C) or (B, H, W, C) as PIL and
+    OpenCV give them; uint8 in 0..255 or floating point in [0, 1]. Any other dtype or range is
+    refused with a message (see :func:`botnet.data.images.read_image`)."""
 
     def __init__(self, model: nn.Module, task: str, class_names: Sequence[str], metadata: Mapping[str, Any], *,
                  img_size: tuple[int, int] | None = None, crop_pct: float = 0.875,

@@ -9,7 +9,9 @@ What can be exported:
   canvas pixels, ``labels`` (N,), ``scores`` (N,) and, with a mask head, ``masks`` (N, 1, C, C)
   probabilities.
 
-With ``dynamic=True`` the batch, height and width of classifiers and backbones are dynamic axes.
+With ``dynamic=True`` the batch, height and width of classifiers and backbones are dynamic axes,
+named ``batch``, ``height`` and ``width`` in the ONNX file; without a ``size`` the export runs at
+the smallest valid size not below the model's (a classifier trained at 32 px exports at 64).
 Heights and widths are multiples of :data:`SIZE_MULTIPLE` from 64 to 4096: every stride-2 layer
 then halves evenly, which is what lets ``torch.export`` prove the network's shape arithmetic for
 the whole range (the attention itself takes any size). Detectors export at a fixed canvas: their
@@ -26,12 +28,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from botnet import export_formats as formats
+from botnet.engine.progress import Phases
 from botnet.errors import UserError
 from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
     SIZE_MULTIPLE,
@@ -184,6 +187,7 @@ def export_model(
     num_classes: int | None = None,
     opset: int | None = None,
     check: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export ``source`` (weights file, registered model name, module or Predictor) to ``out``.
 
@@ -193,6 +197,8 @@ def export_model(
     ``features``: export the backbone's c2..c5 feature maps instead of the classifier.
     ``model`` names the architecture of a weights file without a description (and is checked
     against one with a description); ``num_classes`` sizes the classifier of a bare model name.
+    ``say`` receives a line as each phase (tracing, writing, checking) begins: an export of a
+    large model takes minutes.
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
@@ -221,6 +227,8 @@ def export_model(
         kind = "det"
     else:
         default = meta.get("img_size") or net.cfg.input_size
+        if size is None and dynamic:
+            default = formats.dynamic_size(default)  # a 32 px classifier exports at 64, whatever it was trained at
         h, w = _check_size(size if size is not None else default, dynamic)
         if features:
             wrapper = _Features(net)
@@ -233,9 +241,14 @@ def export_model(
         example = torch.randn(2 if dynamic else 1, 3, h, w)
     wrapper.eval()  # the exporters restore the mode they find, on the wrapper and all it holds
     meta_json = formats.onnx_metadata(kind, meta, outputs)
-    shape: list[int | str] = ["batch", 3, "height", "width"] if dynamic else list(example.shape)
+    shape: list[int | str] = list(example.shape)
+    if dynamic:  # the axis names the ONNX file carries (export_formats.name_dynamic_axes)
+        shape = [formats.DYNAMIC_AXES.get(i, n) for i, n in enumerate(shape)]
     result = ExportResult(out, format, kind, shape, list(outputs), random_weights=bool(meta.get("random_weights")))
+    phase = Phases(say)
+    what = f"{kind} {'x'.join(map(str, example.shape))}"
     with atomic_path(out) as tmp:
+        phase(f"exporting {what} to {format} ({'TorchScript-based exporter' if kind == 'det' else 'torch.export'})")
         if format == "torch":
             program = formats.export_program(wrapper, example, dynamic)
             # through a file object: torch.export.save wants a name ending in .pt2, the
@@ -247,7 +260,9 @@ def export_model(
         else:
             formats.write_onnx_dynamo(wrapper, example, tmp, dynamic, outputs, opset or DEFAULT_OPSET, meta_json)
         if check:
-            result.checks = check_export(tmp, format, wrapper, check_inputs(example, dynamic), kind)
+            inputs = check_inputs(example, dynamic)
+            phase(f"checking the export against PyTorch at {', '.join('x'.join(map(str, x.shape)) for x in inputs)}")
+            result.checks = check_export(tmp, format, wrapper, inputs, kind)
+        phase(None)
     return result
-
 

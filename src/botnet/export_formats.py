@@ -17,6 +17,21 @@ MIN_DYNAMIC_SIZE, MAX_DYNAMIC_SIZE = 64, 4096
 MAX_DYNAMIC_BATCH = 1024
 
 
+#: the names of the dynamic axes of the ``images`` input, in the ONNX file and in what is printed
+DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+
+
+def dynamic_size(size: Sequence[int]) -> tuple[int, int]:
+    """The export size a dynamic export takes for a model of input ``size`` when none is given:
+    the smallest valid size (a multiple of :data:`SIZE_MULTIPLE`, at least :data:`MIN_DYNAMIC_SIZE`)
+    not below it, so that a classifier trained at 32 px exports without a ``--size``."""
+    def valid(side: int) -> int:
+        side = -(-int(side) // SIZE_MULTIPLE) * SIZE_MULTIPLE
+        return min(max(side, MIN_DYNAMIC_SIZE), MAX_DYNAMIC_SIZE)
+
+    return valid(size[0]), valid(size[1])
+
+
 def dynamic_shapes():
     blocks = dict(min=MIN_DYNAMIC_SIZE // SIZE_MULTIPLE, max=MAX_DYNAMIC_SIZE // SIZE_MULTIPLE)
     height = SIZE_MULTIPLE * torch.export.Dim("height_blocks", **blocks)
@@ -58,6 +73,29 @@ def write_onnx_dynamo(wrapper, example, tmp: Path, dynamic: bool, outputs, opset
                                     output_names=list(outputs), opset_version=opset, verbose=False)
     program.model.metadata_props["botnet"] = meta_json
     program.save(str(tmp), external_data=False)
+    if dynamic:
+        name_dynamic_axes(tmp)
+
+
+def name_dynamic_axes(path: Path) -> None:
+    """Give the input's dynamic axes the names of :data:`DYNAMIC_AXES` throughout the file.
+
+    The exporter names each axis after its symbol (``s34``, ``32*s75``); outputs and intermediate
+    values that share an input axis carry the same text, so each is replaced wherever it occurs
+    and a reader of the file sees ``batch`` on ``logits`` as on ``images``."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    rename = {dims[i].dim_param: name for i, name in DYNAMIC_AXES.items() if dims[i].dim_param}
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if not value.type.HasField("tensor_type"):
+            continue
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+    onnx.save(proto, str(path))
 
 
 def write_onnx_detector(wrapper, example, tmp: Path, outputs, opset: int, meta_json: str):
@@ -70,6 +108,29 @@ def write_onnx_detector(wrapper, example, tmp: Path, outputs, opset: int, meta_j
             output_names=list(outputs), dynamic_axes={name: {0: "detections"} for name in outputs},
         )
     proto = onnx.load(str(tmp))
+    free_growing_loop_axes(proto.graph)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "botnet", meta_json
     onnx.save(proto, str(tmp))
+
+
+def free_growing_loop_axes(graph) -> None:
+    """Declare the axes that an ONNX ``Loop`` grows as symbolic (``appended``), in ``graph`` and
+    its subgraphs.
+
+    torchvision pastes a detector's masks in a ``Loop`` that appends one (1, C, C) mask per
+    detection to a tensor that starts empty, (0, C, C). The TorchScript exporter declares the
+    loop-carried value with the empty start's size 0, so onnxruntime's check of each iteration's
+    output (``VerifyOutputSizes``) logged a warning per detection on every call."""
+    import onnx
+
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type != onnx.AttributeProto.GRAPH:
+                continue
+            if node.op_type == "Loop":
+                for carried in attr.g.input[2:]:  # after the iteration count and the condition
+                    for dim in carried.type.tensor_type.shape.dim:
+                        if dim.HasField("dim_value") and dim.dim_value == 0:
+                            dim.dim_param = "appended"
+            free_growing_loop_axes(attr.g)

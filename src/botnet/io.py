@@ -202,6 +202,9 @@ class Outputs:
     def write_json(self, path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
         return write_json(self.claim(path), obj, indent=indent)
 
+    def write_text(self, path: str | os.PathLike, text: str) -> Path:
+        return write_text(self.claim(path), text)
+
     def rollback(self) -> None:
         """Remove what this command created (and nothing else)."""
         for path in reversed(list(self.new)):

@@ -26,6 +26,8 @@ writes it; :func:`botnet.weights.read_metadata` reads it). These keys are used:
     The square training canvas (at inference the longer side is resized to it), the
     :class:`~botnet.detection.config.DetModelConfig` as a dict, and the dataset's category id of
     each class (COCO output).
+``eval_amp``
+    The precision the training run evaluated the weights in; ``botnet eval --amp auto`` repeats it.
 """
 from __future__ import annotations
 

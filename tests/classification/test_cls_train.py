@@ -28,18 +28,44 @@ def test_learns_then_evaluates_and_predicts(colour_folder, tmp_path, capsys):
     assert main(["eval", "cls", "--data", str(colour_folder), "--weights", str(run / "best.safetensors"),
                  "--out", str(tmp_path / "eval"), "--workers", "0"]) == 0
     metrics = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert {"top1", "top5", "loss"} <= set(metrics) and metrics["num_images"] == 24
+    assert {"top1", "loss"} <= set(metrics) and metrics["num_images"] == 24
     assert metrics["top1"] == pytest.approx(summary["best_val_top1"], abs=1e-6)
-    assert metrics["top5"] == 100.0  # 4 classes: all are in the top 5
+    assert "top5" not in metrics  # 4 classes: every class is in the top 5, so top-5 is not reported
+    assert "top5" not in capsys.readouterr().out
+    # per class and the confusion matrix: the same predictions counted three ways
+    confusion = json.loads((tmp_path / "eval" / "confusion_matrix.json").read_text())
+    matrix = confusion["matrix"]
+    assert confusion["classes"] == meta["class_names"] and [len(r) for r in matrix] == [4] * 4
+    assert [sum(r) for r in matrix] == [6] * 4  # rows: the 6 val images of each true class
+    assert 100 * sum(matrix[i][i] for i in range(4)) / 24 == pytest.approx(metrics["top1"])
+    for i, name in enumerate(confusion["classes"]):
+        assert metrics["per_class"][name] == {"accuracy": pytest.approx(100 * matrix[i][i] / 6, abs=1e-3), "images": 6}
+    from PIL import Image
+
+    with Image.open(tmp_path / "eval" / "confusion_matrix.png") as picture:
+        assert picture.width > 200 and len(picture.getcolors(1 << 16) or range(300)) > 10  # drawn, not blank
 
     capsys.readouterr()
     images = [colour_folder / "val" / c / "0000.png" for c in ("blue", "red")]
-    assert main(["predict", "cls", *map(str, images), "--weights", str(run / "best.safetensors")]) == 0
+    assert main(["predict", "cls", *map(str, images), "--weights", str(run / "best.safetensors"),
+                 "--out", str(tmp_path / "pred")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == str(images[0]) and len(lines) == 2 * (1 + 4)
+    assert lines[0] == str(images[0]) and len(lines) == 2 * (1 + 4) + 1
     probs = [float(l.split()[0]) for l in lines[1:5]]
     assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-3)
     assert lines[1].split()[1] == "blue" and lines[6].split()[1] == "red"
+    # the same ranking in predictions.json and predictions.csv
+    doc = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert [im["file"] for im in doc["images"]] == list(map(str, images)) and doc["skipped"] == {}
+    first = doc["images"][0]["classes"]
+    assert [c["rank"] for c in first] == [1, 2, 3, 4] and first[0]["class"] == "blue"
+    assert [c["probability"] for c in first] == pytest.approx(probs, abs=1e-4)
+    import csv
+
+    with open(tmp_path / "pred" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and rows[0]["file"] == str(images[0]) and rows[4]["class"] == "red"
+    assert [float(r["probability"]) for r in rows[:4]] == pytest.approx(probs, abs=1e-4)
 
 
 def test_unreadable_image_is_skipped_with_a_warning_and_counted(colour_copy, tmp_path, capsys):

@@ -84,6 +84,39 @@ def test_letterbox_keeps_the_aspect_ratio():
     assert boxed[:, :64].min() > 0.99 and boxed[:, 64:].abs().max() == 0  # padded at the bottom
 
 
+def test_letterbox_takes_what_predict_takes(tmp_path):
+    import numpy as np
+
+    pixels = np.zeros((60, 90, 3), np.uint8)
+    pixels[10:40, 20:70] = (200, 100, 50)
+    image = Image.fromarray(pixels)
+    path = tmp_path / "photo.png"
+    image.save(path)
+    as_tensor = pil_to_tensor(image)
+    forms = {"path": path, "str": str(path), "pil": image, "numpy": pixels, "numpy float": pixels / 255.0,
+             "uint8 tensor": as_tensor, "float tensor": as_tensor.float() / 255}
+    first, first_scale = letterbox(path, 96)
+    assert first.shape == (3, 96, 96) and first.dtype == torch.float32 and first_scale == pytest.approx(96 / 90)
+    assert 0 <= float(first.min()) and float(first.max()) <= 1 and first[:, 64:].abs().max() == 0
+    for name, form in forms.items():
+        boxed, scale = letterbox(form, 96)
+        assert scale == first_scale, name
+        torch.testing.assert_close(boxed, first, atol=1e-5, rtol=0, msg=name)
+    with pytest.raises(UserError, match="numpy image must be"):
+        letterbox(np.zeros((4, 60, 90, 3), np.uint8), 96)
+
+
+def test_predict_takes_numpy_images(predictor):
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    (from_array,) = predictor.predict(pixels, topk=3)
+    (from_tensor,) = predictor.predict(torch.from_numpy(pixels).permute(2, 0, 1), topk=3)
+    assert from_array.indices == from_tensor.indices
+    assert from_array.probs == pytest.approx(from_tensor.probs, abs=1e-6)
+    assert len(predictor.predict(np.stack([pixels, pixels]), topk=1)) == 2  # (B, H, W, C): a batch
+
+
 def test_file_without_description_needs_a_model_name(tmp_path):
     model = create_model("resnet_tiny", num_classes=4)
     path = tmp_path / "bare.safetensors"

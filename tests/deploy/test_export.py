@@ -109,6 +109,51 @@ def test_detector_onnx_matches_pytorch(det_weights, tmp_path):
     torch.testing.assert_close(torch.from_numpy(masks), want["masks"], atol=1e-3, rtol=0)
 
 
+@pytest.mark.slow
+def test_detector_onnx_runs_without_runtime_warnings(det_weights, tmp_path, capfd):
+    import onnxruntime as ort
+
+    out = tmp_path / "det.onnx"
+    export_model(det_weights, out)
+    options = ort.SessionOptions()
+    options.log_severity_level = 1  # warnings and above: what a user's session prints by default
+    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    capfd.readouterr()
+    boxes, *_ = session.run(None, {"images": synthetic_image(CANVAS, seed=3)[None].numpy()})
+    assert len(boxes) > 1  # masks pasted in a loop of several iterations, each once a warning
+    assert "VerifyOutputSizes" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_dynamic_export_of_a_small_classifier_needs_no_size(tmp_path, capsys):
+    # a classifier trained at 32 px: the dynamic export runs at 64, the smallest size it takes
+    model = create_model("resnet_tiny", num_classes=4, img_size=(32, 32)).eval()
+    weights = tmp_path / "best.safetensors"
+    from botnet.weights import save_weights
+
+    save_weights(model, weights, {"task": "cls", "class_names": list("abcd"), "img_size": [32, 32]})
+    out = tmp_path / "cls.onnx"
+    assert main(["export", str(weights), "--format", "onnx", "--out", str(out), "--dynamic"]) == 0
+    captured = capsys.readouterr()
+    assert "input images ['batch', 3, 'height', 'width']" in captured.out
+    assert "exporting cls 2x3x64x64 to onnx" in captured.err and "checking the export" in captured.err
+    graph = onnx.load(str(out)).graph
+    axes = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert axes == ["batch", 3, "height", "width"]
+    assert [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == ["batch", 4]
+    x = torch.randn(3, 3, 96, 64)
+    with torch.no_grad():
+        assert_close(run_onnx(out, x)[0], load(weights).model(x))
+
+
+@pytest.mark.parametrize("model_size, export_size", [((32, 32), (64, 64)), ((100, 64), (128, 64)),
+                                                     ((224, 224), (224, 224)), ((5000, 40), (4096, 64))])
+def test_dynamic_export_size_is_the_smallest_valid_one_not_below_the_model(model_size, export_size):
+    from botnet.export_formats import dynamic_size
+
+    assert dynamic_size(model_size) == export_size
+
+
 def test_export_check_tolerances_are_the_documented_ones():
     """docs/deployment.md states what an export is checked against; these are those numbers."""
     from botnet.export_check import check_detections, max_diff

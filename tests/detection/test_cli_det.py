@@ -171,3 +171,89 @@ def test_nan_loss_stops_naming_the_step(shapes, tmp_path, capsys):
                  "--set", "optim.lr=100000000.0", "--set", "schedule.warmup_steps=0"])
     assert code == 2
     assert re.search(r"the loss is (nan|-?inf) at step \d+", capsys.readouterr().err)
+
+
+def _mixed_shapes(root):
+    """The shapes data with validation photos of three shapes, as real photos come: 64 x 64,
+    64 x 128 and 128 x 64 (a zero border at the right or bottom; masks padded alike). The last
+    two are both 64 x 128: a batch of their own (the run's second batch of 4) is 32 x 64 at the
+    canvas, where a batch with the others is padded to 64 x 64."""
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    data = make_shapes_dataset(root, train=40, val=6, size=64, seed=2)
+    doc = json.loads(data["val_ann"].read_text())
+    borders = [(0, 0), (0, 64), (64, 0), (0, 0), (0, 64), (0, 64)]
+    grow = {im["id"]: borders[i] for i, im in enumerate(doc["images"])}
+    for im in doc["images"]:
+        dh, dw = grow[im["id"]]
+        path = data["val_images"] / im["file_name"]
+        pixels = np.pad(np.asarray(Image.open(path).convert("RGB")), ((0, dh), (0, dw), (0, 0)))
+        Image.fromarray(pixels).save(path)
+        im["height"], im["width"] = pixels.shape[:2]
+    for ann in doc["annotations"]:
+        dh, dw = grow[ann["image_id"]]
+        rle = dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())
+        mask = np.asfortranarray(np.pad(mask_utils.decode(rle), ((0, dh), (0, dw))))
+        coded = mask_utils.encode(mask)
+        ann["segmentation"] = {"size": list(coded["size"]), "counts": coded["counts"].decode()}
+    data["val_ann"].write_text(json.dumps(doc))
+    return data
+
+
+@pytest.mark.slow
+def test_eval_of_the_best_weights_repeats_the_runs_own_evaluation(tmp_path, capsys):
+    # the run evaluates 4 images a batch in fp32; `eval det` takes 8 a batch and, by default, the
+    # precision of the run's evaluations: photos of mixed shapes must not see other padding in
+    # another batch (BoT attention is global), nor another precision. Every detection counts
+    # (score_thresh 0), so any change of a score or box shows in the AP
+    data = _mixed_shapes(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "det", "--data", str(data["train_images"]), "--ann", str(data["train_ann"]),
+                 "--val-data", str(data["val_images"]), "--val-ann", str(data["val_ann"]), "--out", str(run),
+                 "--epochs", "2", "--batch-size", "4", "--amp", "fp32", "--set", "eval.batch_size=4",
+                 "--set", "model.score_thresh=0.0", *TINY]) == 0
+    summary = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", "det", "--data", str(data["val_images"]), "--ann", str(data["val_ann"]),
+                 "--weights", str(run / "best.safetensors"), "--out", str(tmp_path / "eval"), "--workers", "0"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert metrics["amp"] == "fp32" and "fp32" in capsys.readouterr().out
+    keys = [k for k in metrics if k.startswith(("box_ap", "mask_ap"))]
+    assert len(keys) == 12 and any(summary[f"val_{k}"] > 0 for k in keys)  # a detector that finds something
+    assert {k: metrics[k] for k in keys} == {k: summary[f"val_{k}"] for k in keys}
+
+
+def test_eval_reports_recall_and_each_categorys_ap(trained, shapes, tmp_path, capsys):
+    assert main(["eval", "det", "--data", str(shapes["val_images"]), "--ann", str(shapes["val_ann"]),
+                 "--weights", str(trained / "model.safetensors"), "--out", str(tmp_path), "--workers", "0"]) == 0
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    for kind in ("box", "mask"):
+        for key in ("ar1", "ar10", "ar100", "ars", "arm", "arl"):
+            assert metrics[f"{kind}_{key}"] == -1.0 or 0.0 <= metrics[f"{kind}_{key}"] <= 100.0
+        # more detections per image never lower the recall
+        assert metrics[f"{kind}_ar1"] <= metrics[f"{kind}_ar10"] <= metrics[f"{kind}_ar100"]
+    categories = metrics["per_category"]
+    assert list(categories) == ["circle", "square", "triangle", "star", "cross"]
+    assert [c["id"] for c in categories.values()] == [1, 2, 3, 4, 5]
+    scored = [c["box_ap"] for c in categories.values() if c["box_ap"] >= 0]
+    # COCO's AP is the mean over the categories with ground truth
+    assert metrics["box_ap"] == pytest.approx(sum(scored) / len(scored), abs=0.01)
+    out = capsys.readouterr().out
+    assert "ar100" in out and "circle (id 1): box ap" in out
+
+
+def test_predict_says_when_an_image_is_shrunk_far_below_its_size(trained, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"  # a photo of 303 x 384 on a detector trained at canvas 64
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (303, 384, 3), dtype=np.uint8)).save(photo)
+    weights = str(trained / "model.safetensors")
+    assert main(["predict", "det", str(photo), "--weights", weights, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 1 image(s) were shrunk" in err and "64 px canvas" in err and "384 px" in err and "--canvas" in err
+    assert main(["predict", "det", str(photo), "--weights", weights, "--out", str(tmp_path / "b"),
+                 "--canvas", "256"]) == 0
+    assert "shrunk" not in capsys.readouterr().err  # 384 px on a 256 canvas: not far below its size

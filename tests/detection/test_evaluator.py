@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from botnet.data.coco import decode_rle
-from botnet.detection.evaluator import STAT_NAMES, CocoEvaluator, coco_metrics, detections_to_coco
+from botnet.detection.evaluator import STAT_NAMES, CocoEvaluator, coco_metrics, coco_summary, detections_to_coco
 
 H, W = 40, 50
 
@@ -70,6 +70,21 @@ def test_results_use_json_category_ids_and_xywh():
     decoded = decode_rle({"size": results[0]["segmentation"]["size"],
                           "counts": results[0]["segmentation"]["counts"].encode()})
     assert (decoded == masks[1]).all()
+
+
+def test_per_category_ap_scores_each_category_on_its_own():
+    coco, masks = _gt()
+    ev = CocoEvaluator(coco, {1: 10, 2: 20})
+    # category a found exactly; the object of b detected as a (a false positive of a, scored below
+    # the true one, so a keeps AP 100); b itself never detected
+    ev.update([_output([masks[1], masks[2]], [1, 1])], [1])
+    ev.gather()
+    metrics, details = ev.summary()
+    cats = details["per_category"]
+    assert cats["a"] == {"id": 10, "box_ap": 100.0, "box_ap50": 100.0, "mask_ap": 100.0, "mask_ap50": 100.0}
+    assert cats["b"]["id"] == 20 and cats["b"]["box_ap"] == 0.0 and cats["b"]["mask_ap"] == 0.0
+    assert metrics["box_ap"] == pytest.approx((cats["a"]["box_ap"] + cats["b"]["box_ap"]) / 2)
+    assert details["recall"]["box_ar100"] == pytest.approx(50.0) and details["recall"]["mask_ar100"] == pytest.approx(50.0)
 
 
 def test_no_detections_gives_zeros_not_an_error():
@@ -154,7 +169,12 @@ def test_each_key_holds_its_own_figure_on_a_set_where_all_six_differ():
         coco.createIndex()
     results = [{"image_id": 1, "category_id": 1, "bbox": [400, 300, 200, 200], "score": 0.9},
                {"image_id": 1, "category_id": 1, "bbox": [112, 100, 50, 50], "score": 0.8}]
-    m = coco_metrics(coco, results, iou_types=("bbox",))
+    m, details = coco_summary(coco, results, iou_types=("bbox",))
+    # recall, averaged over the 10 IoU thresholds: the large object found at all 10, the medium
+    # one at 3; with one detection per image only the large one (the higher score) counts
+    assert details["recall"] == pytest.approx({"box_ar1": 100 / 3, "box_ar10": 100 * 13 / 30, "box_ar100": 100 * 13 / 30,
+                                               "box_ars": 0.0, "box_arm": 30.0, "box_arl": 100.0}, abs=1e-3)
+    assert details["per_category"]["a"]["box_ap"] == pytest.approx(m["box_ap"])  # one category: the overall AP
     two, one = 67 / 101, 34 / 101
     expected = {"box_ap": 100 * (3 * two + 7 * one) / 10, "box_ap50": 100 * two, "box_ap75": 100 * one,
                 "box_aps": 0.0,                # the small object is never found

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import tracemalloc
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,6 +64,21 @@ def test_predictor_image_tensor_outside_the_contract(cls_weights, tensor, messag
     predictor = botnet.load(cls_weights)
     with pytest.raises(UserError, match=message):
         predictor.predict(tensor)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((3, 32, 32), np.uint8), r"\(H, W\) or \(H, W, C\) with 1 or 3 channels, got shape \(3, 32, 32\)"),
+    (np.zeros((32, 32, 3), np.int64), "numpy image must be uint8 .* or floating point .*got int64"),
+    (np.full((32, 32, 3), 200.0), r"finite values in \[0, 1\], got 200\.\.200"),
+])
+def test_predictor_and_letterbox_numpy_image_outside_the_contract(cls_weights, array, message):
+    from botnet.api import letterbox
+
+    predictor = botnet.load(cls_weights)
+    with pytest.raises(UserError, match=message):
+        predictor.predict(array)
+    with pytest.raises(UserError, match=message):
+        letterbox(array, 64)
 
 
 def test_predictor_uint8_and_float_tensors_of_one_image_agree(cls_weights):

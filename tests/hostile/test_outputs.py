@@ -42,6 +42,21 @@ def test_predict_det_out_into_the_photo_folder_is_refused(photos, det_weights, t
         assert _snapshot(photos) == before
 
 
+def test_predict_cls_out_into_the_photo_folder_is_refused(photos, cls_weights, tmp_path, capsys):
+    before = _snapshot(photos)
+    code, err = run_cli(capsys, "predict", "cls", photos, "--weights", cls_weights, "--out", photos, "--device", "cpu")
+    assert code == 2 and f"--out {photos}: this is an input folder ({photos})" in err
+    assert _snapshot(photos) == before
+    # predictions.csv named as one of the images read: refused before anything is written
+    taken = tmp_path / "out"
+    taken.mkdir()
+    (taken / "predictions.csv").symlink_to(photos / "a.png")
+    code, err = run_cli(capsys, "predict", "cls", photos / "a.png", photos / "b.png", "--weights", cls_weights,
+                        "--out", taken, "--device", "cpu")
+    assert code == 2 and f"cannot write {taken / 'predictions.csv'}: it is this command's input" in err
+    assert _snapshot(photos) == before and sorted(p.name for p in taken.iterdir()) == ["predictions.csv"]
+
+
 def test_predict_det_drawing_named_as_an_input_is_refused(photos, det_weights, tmp_path, capsys):
     # an album of links: the drawing out/a.png would be the photo a.png under another name
     out = tmp_path / "album"
@@ -134,7 +149,8 @@ def test_eval_cls_into_a_run_folder_keeps_its_metrics(colour_folder, cls_weights
     code, _ = run_cli(capsys, "eval", "cls", "--data", colour_folder, "--weights", run / "model.safetensors",
                       "--out", run, "--workers", "0", "--device", "cpu")
     assert code == 0 and (run / "metrics.json").read_bytes() == before
-    assert {"top1", "top5", "loss"} <= set(json.loads((run / "eval.json").read_text()))
+    assert {"top1", "loss", "per_class"} <= set(json.loads((run / "eval.json").read_text()))
+    assert (run / "confusion_matrix.json").is_file() and (run / "confusion_matrix.png").is_file()
 
 
 def test_eval_det_into_a_run_folder_keeps_its_metrics(coco_set, det_weights, tmp_path, capsys):

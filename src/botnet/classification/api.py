@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from botnet.classification.config import ClassificationConfig, ClsDataConfig, ClsModelConfig
+from botnet.classification.report import confusion_document, draw_confusion, per_class
 from botnet.classification.task import ClassificationTask, model_input_size
 from botnet.data.imagefolder import IMAGE_EXTENSIONS, split_folder
 from botnet.engine import distributed as du
@@ -13,7 +14,7 @@ from botnet.engine import evaluate, train
 from botnet.engine.hooks import Hook
 from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
-from botnet.engine.evaluate import EVAL_FILE
+from botnet.engine.evaluate import EVAL_FILE, weights_amp
 from botnet.io import Outputs
 from botnet.loading import LoadedModel, load_model
 
@@ -24,6 +25,8 @@ SMALL_DATASET = 10_000
 SMALL_RECIPE = "cls_small"
 #: images whose sizes are read to judge them small (headers only)
 SIZE_SAMPLE = 32
+#: written beside eval.json by ``botnet eval cls``
+CONFUSION_FILE, CONFUSION_PICTURE = "confusion_matrix.json", "confusion_matrix.png"
 
 
 def choose_recipe(cfg: ClassificationConfig, limit: int = SMALL_DATASET) -> RecipeChoice:
@@ -88,12 +91,14 @@ def evaluate_classifier(
     img_size: int | None = None,
     workers: int = 2,
     device: str = "auto",
-    amp: str = "bf16",
+    amp: str = "auto",
     strict: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 / top-5 accuracy (percent) and loss of ``weights`` on ``data/<split>``; written to
-    ``out_dir/``:data:`~botnet.engine.evaluate.EVAL_FILE` when ``out_dir`` is given (never over an input, nor
-    over a run's own ``metrics.json``)."""
+    """Top-1 / top-5 accuracy (percent; top-5 for more than 5 classes), loss and each class's
+    accuracy (``per_class``) of ``weights`` on ``data/<split>``. With ``out_dir`` they are written
+    to :data:`~botnet.engine.evaluate.EVAL_FILE`, and the confusion matrix beside it as
+    :data:`CONFUSION_FILE` (rows: true class) and :data:`CONFUSION_PICTURE` (never over an input,
+    nor over a run's own ``metrics.json``)."""
     outputs = Outputs([data, weights], folder=out_dir) if out_dir is not None else None  # before any work
     dev = du.select_device(device)
     loaded = load_model(weights, img_size=img_size, device=dev)
@@ -105,9 +110,17 @@ def evaluate_classifier(
     task = _task_for_weights(loaded, strict)
     split_dir = split_folder(data, split) or Path(data)
     dataset = task.eval_dataset(split_dir)
+    amp = weights_amp(dev, amp, loaded.metadata)  # auto: the precision of the run's own evaluations
     result = evaluate(task, loaded.model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp,
                       channels_last=dev.type == "cuda")
-    metrics = {**result.metrics, **task.summary(), "weights": str(weights), "data": str(split_dir)}
+    confusion = result.details["confusion"]
+    metrics = {**result.metrics, **task.summary(), "weights": str(weights), "data": str(split_dir), "amp": amp,
+               "per_class": per_class(confusion, loaded.class_names)}
     if outputs is not None and du.rank() == 0:
-        outputs.write_json(Path(out_dir) / EVAL_FILE, metrics)
+        with outputs:
+            folder = Path(out_dir)
+            outputs.write_json(folder / CONFUSION_FILE, confusion_document(confusion, loaded.class_names))
+            draw_confusion(confusion, loaded.class_names, outputs.claim(folder / CONFUSION_PICTURE),
+                           title=f"{Path(weights).name} on {split_dir}")
+            outputs.write_json(folder / EVAL_FILE, metrics)
     return metrics

@@ -1,7 +1,12 @@
-"""Classification prediction: the one path from raw images to ranked classes."""
+"""Classification prediction: the one path from raw images to ranked classes, and the files that
+``botnet predict cls --out`` writes."""
 from __future__ import annotations
 
+import csv
+import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -10,6 +15,10 @@ from torch import nn
 from botnet.data.images import ImageLike, read_image_or_skip
 from botnet.engine.progress import Progress
 from botnet.errors import UserError
+from botnet.io import Outputs
+
+#: what ``botnet predict cls --out FOLDER`` writes
+PREDICTIONS_JSON, PREDICTIONS_CSV = "predictions.json", "predictions.csv"
 
 
 @dataclass
@@ -56,3 +65,26 @@ def classify(model: nn.Module, images: Sequence[ImageLike], transform: Callable[
         for row_p, row_i in zip(p.tolist(), idx.tolist()):
             results.append(Classification([class_names[i] for i in row_i], row_p, row_i))
     return results
+
+
+def write_classifications(outputs: Outputs, images: Sequence[str | os.PathLike], results: Sequence[Classification],
+                          skipped: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """The results of ``images`` (in order; the ``skipped`` ones have none) in ``outputs.folder``:
+    :data:`PREDICTIONS_JSON`, a list of ``{"file", "classes": [{"rank", "class", "index",
+    "probability"}]}`` with the unreadable files under ``"skipped"``, and :data:`PREDICTIONS_CSV`,
+    one row per image and rank (``file, rank, class, index, probability``), for a spreadsheet."""
+    skipped = skipped or {}
+    read = [str(p) for p in images if str(p) not in skipped]
+    rows = [{"file": path, "classes": [{"rank": r, "class": name, "index": i, "probability": round(prob, 6)}
+                                       for r, (name, i, prob) in enumerate(zip(res.labels, res.indices, res.probs), 1)]}
+            for path, res in zip(read, results)]
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["file", "rank", "class", "index", "probability"])
+    for row in rows:
+        writer.writerows([row["file"], c["rank"], c["class"], c["index"], c["probability"]] for c in row["classes"])
+    folder = outputs.folder
+    with outputs:
+        json_path = outputs.write_json(folder / PREDICTIONS_JSON, {"images": rows, "skipped": dict(skipped)})
+        csv_path = outputs.write_text(folder / PREDICTIONS_CSV, table.getvalue())
+    return json_path, csv_path

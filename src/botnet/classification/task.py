@@ -1,5 +1,6 @@
 """Image classification as an engine :class:`~botnet.engine.task.Task`: ImageFolder data, a
-registered model with a fresh classifier, label-smoothed cross-entropy, top-1 / top-5 accuracy."""
+registered model with a fresh classifier, label-smoothed cross-entropy, top-1 / top-5 accuracy
+and the confusion matrix."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from botnet.classification.config import ClassificationConfig, ClsModelConfig
+from botnet.classification.report import confusion_counts, topk_ks
 from botnet.classification.transforms import eval_transform, train_transform
 from botnet.data.imagefolder import ImageFolderDataset, Unreadable, collate_skipping, scan_image_folder, scan_split
 from botnet.engine import distributed as du
@@ -138,21 +140,28 @@ class ClassificationTask(Task):
         return {"loss": F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.loss.label_smoothing)}
 
     def evaluate(self, model, batches: Iterable[Any], device) -> Evaluation:
-        """top1 / top5 in percent, and the plain cross-entropy (no smoothing)."""
-        k5 = min(5, len(self.class_names or [])) or 1
-        stats = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss sum, count
+        """top1 (and top5 for more than 5 classes: :mod:`botnet.classification.report`) in percent,
+        the plain cross-entropy (no smoothing), and in ``details`` the confusion matrix."""
+        num = len(self.class_names or []) or 1
+        ks = topk_ks(num)
+        stats = torch.zeros(len(ks) + 2, dtype=torch.float64, device=device)  # top-k hits, loss sum, count
+        confusion = torch.zeros(num, num, dtype=torch.float64, device=device)
         for batch in batches:
             images, labels = self._images(model, batch, device)
             if images is None:
                 continue
             logits = model(images).float()
-            top1, top5 = topk_correct(logits, labels, (1, k5))
+            hits = topk_correct(logits, labels, ks)
             loss = F.cross_entropy(logits, labels, reduction="sum")
-            stats += torch.stack([top1.double(), top5.double(), loss.double(), torch.tensor(len(labels), dtype=torch.float64, device=device)])
+            stats += torch.stack([*(h.double() for h in hits), loss.double(),
+                                  torch.tensor(len(labels), dtype=torch.float64, device=device)])
+            confusion += confusion_counts(labels, logits.argmax(1), num).double()
         du.all_reduce_sum(stats)
-        n = max(stats[3].item(), 1.0)
-        return Evaluation({"top1": 100.0 * stats[0].item() / n, "top5": 100.0 * stats[1].item() / n,
-                           "loss": stats[2].item() / n, "num_images": int(stats[3].item())})
+        du.all_reduce_sum(confusion)
+        n = max(stats[-1].item(), 1.0)
+        metrics = {f"top{k}": 100.0 * stats[i].item() / n for i, k in enumerate(ks)}
+        metrics.update(loss=stats[-2].item() / n, num_images=int(stats[-1].item()))
+        return Evaluation(metrics, details={"confusion": confusion.cpu().long()})
 
     def metadata(self) -> dict[str, Any]:
         d = self.cfg.data

@@ -26,7 +26,9 @@ def register(cli) -> None:
     p.add_argument("--layer", type=int, default=-1, help="which attention layer, in forward order (default: the last)")
     p.add_argument("--position", action="store_true",
                    help="the relative-position term alone: what each head prefers, whatever the content")
-    p.add_argument("--out", required=True, help="folder for the picture and attention.json")
+    p.add_argument("--out", required=True,
+                   help="folder for IMAGE's picture and numbers: <image>_attention.png and <image>_attention.json "
+                        "(<image>: the file name without its extension)")
     p.set_defaults(func=run)
 
 

@@ -21,15 +21,18 @@ def register(cli) -> None:
     add_engine_args(p, recipe_example="cls_tiny_cpu", lr_example=0.1)
     p.set_defaults(func=_train)
 
-    p = cli.task_command("eval", "cls", help="top-1 / top-5 accuracy and loss of classifier weights")
+    p = cli.task_command("eval", "cls", help="top-1 / top-5 accuracy, loss, per-class accuracy and the confusion "
+                                             "matrix of classifier weights (top-5 for more than 5 classes)")
     p.add_argument("--data", required=True, help="dataset folder (its val/ split is used) or a split folder")
     p.add_argument("--split", default="val")
     p.add_argument("--img-size", type=image_side, help="resolution (default: the one trained at)")
-    add_eval_args(p, "eval.json", batch_size=64)
+    add_eval_args(p, "eval.json, confusion_matrix.json and confusion_matrix.png", batch_size=64)
     p.set_defaults(func=_eval)
 
     p = cli.task_command("predict", "cls", help="top-5 classes of images")
     add_predict_args(p)
+    p.add_argument("--out", metavar="FOLDER",
+                   help="also write predictions.json and predictions.csv (file, rank, class, index, probability) there")
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--img-size", type=image_side)
     p.set_defaults(func=_predict)
@@ -60,8 +63,17 @@ def _eval(args: argparse.Namespace) -> int:
     m = evaluate_classifier(args.data, args.weights, args.out, split=args.split, batch_size=args.batch_size,
                             img_size=args.img_size, workers=args.workers, device=args.device, amp=args.amp,
                             strict=args.strict)
-    print(f"top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  loss {m['loss']:.4f}  "
-          f"({m['num_images']} images, {m['skipped_images']} skipped)")
+    top5 = f"  top5 {m['top5']:.2f}" if "top5" in m else ""  # more than 5 classes only
+    print(f"top1 {m['top1']:.2f}{top5}  loss {m['loss']:.4f}  "
+          f"({m['num_images']} images, {m['skipped_images']} skipped, {m['amp']})")
+    scored = sorted((v["accuracy"], name) for name, v in m["per_class"].items() if v["accuracy"] is not None)
+    if scored:
+        shown = ", ".join(f"{name} {acc:.1f}" for acc, name in scored[:5])
+        print(f"per class, lowest first: {shown}" + (f" ... ({len(scored)} classes)" if len(scored) > 5 else ""))
+    if args.out:
+        from botnet.classification.api import CONFUSION_FILE, CONFUSION_PICTURE
+
+        print(f"eval.json (per-class accuracy), {CONFUSION_FILE} and {CONFUSION_PICTURE} in {args.out}")
     return 0
 
 
@@ -70,16 +82,28 @@ def _predict(args: argparse.Namespace) -> int:
     from botnet.data.imagefolder import expand_images
     from botnet.engine.distributed import select_device
 
+    images, skipped = expand_images(args.images), {}
+    outputs = None
+    if args.out is not None:  # refused before any work if it is an input (folder) or cannot be written
+        from pathlib import Path
+
+        from botnet.io import Outputs
+
+        outputs = Outputs([args.weights, *images, *{Path(p).parent for p in images}], folder=args.out)
     predictor = botnet.load(args.weights, img_size=args.img_size, device=select_device(args.device))
     if predictor.task != "cls":
         from botnet.errors import UserError
 
         raise UserError(f"{args.weights}: detection weights; use `botnet predict det`")
-    images, skipped = expand_images(args.images), {}
     results = predictor.predict(images, topk=args.topk, skipped=skipped)
     for path, result in zip([p for p in images if p not in skipped], results):
         print(path)
         for name, prob in zip(result.labels, result.probs):
             print(f"  {prob:7.4f}  {name}")
+    if outputs is not None:
+        from botnet.classification.predict import write_classifications
+
+        written = write_classifications(outputs, images, results, skipped)
+        print(f"{written[0].name} and {written[1].name} in {outputs.folder}")
     report_skipped(skipped, len(images))
     return 0

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from botnet.cli.run_args import (
     add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
     run_config, run_folder)
 from botnet.engine.config_validate import canvas_side, fraction_float
+
+
+#: ``eval det`` prints the AP of this many categories (eval.json has all)
+PRINTED_CATEGORIES = 20
 
 
 def register(cli) -> None:
@@ -39,7 +44,7 @@ def register(cli) -> None:
     add_engine_args(p, recipe_example="det_36ep", lr_example=0.02)
     p.set_defaults(func=_train)
 
-    p = cli.task_command("eval", "det", help="COCO box and mask AP of detector weights")
+    p = cli.task_command("eval", "det", help="COCO box and mask AP and AR, and each category's AP, of detector weights")
     p.add_argument("--data", "--val-data", dest="data", required=True, help="image folder")
     p.add_argument("--ann", "--val-ann", dest="ann", required=True, help="COCO instances JSON")
     p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
@@ -121,18 +126,24 @@ def _eval(args: argparse.Namespace) -> int:
                           strict=args.strict)
     if not is_main():
         return 0
-    print(f"{format_ap(m)}  ({m['num_images']} images, {m['skipped_images']} skipped)")
+    print(f"{format_ap(m)}  ({m['num_images']} images, {m['skipped_images']} skipped, {m['amp']})")
     for kind in ("box", "mask"):
         if f"{kind}_ap" in m:
             print(f"  {kind}: " + "  ".join(f"{k.split('_', 1)[1]} {m[k]:.1f}" for k in m
                                              if k.startswith(f"{kind}_")))
+    categories = m["per_category"]
+    for name, aps in list(categories.items())[:PRINTED_CATEGORIES]:
+        print(f"  {name} (id {aps['id']}): " + "  ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in aps.items()
+                                                         if k != "id"))
+    if len(categories) > PRINTED_CATEGORIES:
+        print(f"  ... {len(categories) - PRINTED_CATEGORIES} more categories in eval.json (per_category)")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     import botnet
     from botnet.data.imagefolder import expand_images
-    from botnet.detection.predict import write_predictions
+    from botnet.detection.predict import shrink_note, write_predictions
     from botnet.engine.distributed import select_device
     from botnet.errors import UserError
 
@@ -150,5 +161,8 @@ def _predict(args: argparse.Namespace) -> int:
         more = f" and {len(dets) - 8} more" if len(dets) > 8 else ""
         print(f"{info['file_name']}: {len(dets)} detection(s)" + (f": {found}{more}" if dets else ""))
     print(f"pictures and detections.json in {args.out}")
+    note = shrink_note([(info["height"], info["width"]) for info in doc["images"]], predictor.canvas)
+    if note:
+        print(note, file=sys.stderr)
     report_skipped(skipped, len(images))
     return 0

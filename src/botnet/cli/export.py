@@ -18,7 +18,8 @@ def register(cli) -> None:
                    help="input height and width of the export (default: the model's input size; "
                         "detectors: their canvas)")
     p.add_argument("--dynamic", action="store_true",
-                   help="dynamic batch, height and width (multiples of 32 from 64 to 4096)")
+                   help="dynamic batch, height and width (multiples of 32 from 64 to 4096; without --size the "
+                        "export runs at the smallest such size not below the model's)")
     p.add_argument("--features", action="store_true",
                    help="export the backbone's c2..c5 feature maps instead of the classifier")
     p.add_argument("--model", metavar="NAME",
@@ -35,7 +36,7 @@ def run(args) -> int:
         result = export_model(
             args.source, args.out, format=args.format, size=args.size, dynamic=args.dynamic,
             features=args.features, model=args.model, num_classes=args.num_classes, opset=args.opset,
-            check=not args.no_check,
+            check=not args.no_check, say=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except ExportCheckError as e:
         print(f"botnet: error: {e}; nothing was written", file=sys.stderr)

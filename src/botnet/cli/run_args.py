@@ -36,7 +36,9 @@ def add_eval_args(p: argparse.ArgumentParser, outputs: str, batch_size: int) -> 
     p.add_argument("--workers", type=count_int, default=2)
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
-                   help="precision (default auto: bf16 where the device runs it natively, else fp32)")
+                   help="precision (default auto: the precision the run evaluated the weights in, as the "
+                        "weights file records it, where the device runs it natively; else bf16 where native, "
+                        "else fp32)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
 
 

@@ -33,7 +33,7 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 #: a quarter, swapping width and height)
 EXIF_ORIENTATION = 0x0112
 
-ImageLike = Any  # PIL.Image.Image | str | os.PathLike | torch.Tensor
+ImageLike = Any  # PIL.Image.Image | str | os.PathLike | numpy.ndarray | torch.Tensor
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in _HIGH_DEPTH_MODES:
         # 16-bit (or 32-bit integer) grey: PIL's convert() would clip at 255
@@ -109,7 +109,8 @@ def read_image(item: ImageLike) -> torch.Tensor:
     [0, 1] from floating-point tensors.
 
     Paths and PIL images are decoded as RGB and turned upright by their EXIF orientation (as
-    viewers show them). Tensors are (C, H, W) with C = 1 or 3, either uint8
+    viewers show them). Numpy arrays are (H, W, C) or (H, W), as PIL and OpenCV give them (OpenCV's
+    BGR order is the caller's to turn). Tensors are (C, H, W) with C = 1 or 3, either uint8
     (0..255) or floating point with finite values in [0, 1] (not normalised); any other dtype or
     range is refused rather than guessed at."""
     from torchvision.transforms.v2 import functional as TF
@@ -123,6 +124,8 @@ def read_image(item: ImageLike) -> torch.Tensor:
             raise UserError(f"{item}: unreadable image ({type(e).__name__}: {e})") from None
     if isinstance(item, Image.Image):
         return TF.pil_to_tensor(_to_rgb(_turned(item, exif_orientation(item))))
+    if isinstance(item, np.ndarray):
+        item = _from_array(item)
     if isinstance(item, torch.Tensor):
         if item.dim() != 3 or item.shape[0] not in (1, 3):
             raise UserError(f"an image tensor must be (C, H, W) with 1 or 3 channels, got shape {tuple(item.shape)}")
@@ -137,7 +140,19 @@ def read_image(item: ImageLike) -> torch.Tensor:
         elif image.dtype != torch.uint8:
             raise UserError(f"an image tensor must be uint8 (0..255) or floating point (0..1), got {image.dtype}")
         return image.expand(3, -1, -1) if image.shape[0] == 1 else image
-    raise UserError(f"cannot read an image from a {type(item).__name__} (use a path, a PIL image or a tensor)")
+    raise UserError(f"cannot read an image from a {type(item).__name__} (use a path, a PIL image, a numpy array "
+                    "or a tensor)")
+
+
+def _from_array(array: np.ndarray) -> torch.Tensor:
+    # numpy images are (H, W, C) or (H, W), as PIL (np.asarray) and OpenCV hand them out
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise UserError(f"a numpy image must be (H, W) or (H, W, C) with 1 or 3 channels, got shape {array.shape}")
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.uint8):
+        raise UserError(f"a numpy image must be uint8 (0..255) or floating point (0..1), got {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
 def read_image_or_skip(item: ImageLike, skipped: dict[str, str] | None) -> torch.Tensor | None:

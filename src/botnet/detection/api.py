@@ -16,7 +16,7 @@ from botnet.engine.config import from_dict
 from botnet.engine.hooks import Hook
 from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
-from botnet.engine.evaluate import EVAL_FILE
+from botnet.engine.evaluate import EVAL_FILE, weights_amp
 from botnet.io import Outputs
 from botnet.loading import load_model
 
@@ -99,12 +99,15 @@ def _task_for_weights(meta: dict[str, Any], strict: bool, canvas: int) -> Detect
 
 def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights: str | os.PathLike,
                       out_dir: str | os.PathLike | None = None, *, batch_size: int = 8, workers: int = 2,
-                      device: str = "auto", amp: str = "bf16", canvas: int | None = None,
+                      device: str = "auto", amp: str = "auto", canvas: int | None = None,
                       strict: bool = False) -> dict[str, Any]:
-    """COCO box and mask AP (0-100) of ``weights`` on a COCO-format set. With ``out_dir``, writes
+    """COCO box and mask AP (0-100) of ``weights`` on a COCO-format set, the average recalls of the
+    COCO summary (``box_ar1`` .. ``mask_arl``) and each category's AP (``per_category``). With ``out_dir``, writes
     :data:`EVAL_FILE` and ``predictions.json`` (the COCO results format), never over an input
     (nor over a run's own ``metrics.json``). Under torchrun each process evaluates a share and the
-    predictions of all ranks are gathered."""
+    predictions of all ranks are gathered. ``amp="auto"`` evaluates in the precision the run
+    evaluated the weights in (:func:`~botnet.engine.evaluate.weights_amp`), so that the same
+    weights give the run's own metrics; the precision used is reported as ``amp``."""
     outputs = Outputs([images, ann, weights], folder=out_dir) if out_dir is not None else None  # before any work
     dev = du.select_device(device, int(os.environ.get("LOCAL_RANK", 0)))
     info = du.setup("auto", dev)
@@ -114,9 +117,11 @@ def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights
             raise UserError(f"{weights}: classification weights; evaluate them with `botnet eval cls`")
         task = _task_for_weights(loaded.metadata, strict, loaded.canvas)
         dataset = task.build_val_dataset(str(images), str(ann))
+        amp = weights_amp(dev, amp, loaded.metadata)
         result = evaluate(task, loaded.model, dataset, batch_size=batch_size, workers=workers, device=dev, amp=amp)
-        metrics: dict[str, Any] = {**result.metrics, **task.summary(), "weights": str(weights),
-                                   "annotations": str(ann)}
+        metrics: dict[str, Any] = {**result.metrics, **result.details["recall"], **task.summary(),
+                                   "weights": str(weights), "annotations": str(ann), "amp": amp,
+                                   "per_category": result.details["per_category"]}
         if outputs is not None and info.is_main:
             with outputs:
                 outputs.write_json(Path(out_dir) / "predictions.json", result.predictions, indent=None)

@@ -19,8 +19,10 @@ from pycocotools.cocoeval import COCOeval
 from botnet.detection.masks import IMAGE_SIZE, encode_masks, mask_rles
 from botnet.engine import distributed as du
 
-# COCOeval.stats order for bbox and segm
+# COCOeval.stats order for bbox and segm: the six APs, then the six average recalls (at most 1,
+# 10 and 100 detections per image, then small / medium / large objects at 100)
 STAT_NAMES = ("ap", "ap50", "ap75", "aps", "apm", "apl")
+AR_NAMES = ("ar1", "ar10", "ar100", "ars", "arm", "arl")
 IOU_PREFIX = {"bbox": "box", "segm": "mask"}
 
 
@@ -55,19 +57,40 @@ def _empty_metrics(iou_types: Iterable[str]) -> dict[str, float]:
     return {f"{IOU_PREFIX[t]}_{s}": 0.0 for t in iou_types for s in STAT_NAMES}
 
 
-def coco_metrics(coco_gt: COCO, results: list[dict], iou_types: Iterable[str] = ("bbox", "segm"),
-                 image_ids: list[int] | None = None, verbose: bool = False) -> dict[str, float]:
-    """Run COCOeval for each IoU type; flat keys ``box_ap, box_ap50, ..., mask_apl`` in 0..100
-    (-1 for a size range with no ground-truth object, as pycocotools reports it).
+def _percent(value: float) -> float:
+    # pycocotools' -1 ("no object of this size in the set") stays -1, not a score
+    value = float(value)
+    return round(value * 100, 3) if value >= 0 else -1.0
 
-    ``image_ids`` restricts the evaluation (default: every image of ``coco_gt``). With no
-    detections at all the metrics are 0 (pycocotools cannot load an empty result list).
-    """
+
+def per_category_ap(ev: COCOeval) -> dict[int, dict[str, float]]:
+    """AP and AP50 of each category (0-100, -1 without ground truth) from an accumulated
+    ``COCOeval``: ``eval["precision"]`` is (IoU thresholds, recall points, categories, areas,
+    max detections); a category's AP is the mean over IoU thresholds and recall points, for all
+    areas and the largest detection count, of the entries that are defined (> -1), as
+    ``summarize`` computes the overall AP."""
+    precision = ev.eval["precision"][:, :, :, 0, -1]
+    out = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        values = [precision[:, :, k], precision[:1, :, k]]
+        ap, ap50 = (float(v[v > -1].mean()) if (v > -1).any() else -1.0 for v in values)
+        out[int(cat_id)] = {"ap": _percent(ap), "ap50": _percent(ap50)}
+    return out
+
+
+def coco_summary(coco_gt: COCO, results: list[dict], iou_types: Iterable[str] = ("bbox", "segm"),
+                 image_ids: list[int] | None = None, verbose: bool = False) -> tuple[dict[str, float], dict]:
+    """:func:`coco_metrics`, and the rest of the COCO summary: the six average recalls
+    (``box_ar1, box_ar10, box_ar100, box_ars, box_arm, box_arl``: pycocotools' ``stats[6:12]``)
+    and each category's AP / AP50 (``per_category``: by category name, with its id)."""
     iou_types = tuple(iou_types)
     if not results:
-        return _empty_metrics(iou_types)
+        return _empty_metrics(iou_types), {"recall": {f"{IOU_PREFIX[t]}_{s}": 0.0 for t in iou_types
+                                                      for s in AR_NAMES}, "per_category": {}}
     sink = io.StringIO()
     metrics: dict[str, float] = {}
+    recall: dict[str, float] = {}
+    categories: dict[str, dict] = {}
     with contextlib.redirect_stdout(sink):
         # loadRes adds areas to the results in place; give it copies
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))
@@ -80,13 +103,26 @@ def coco_metrics(coco_gt: COCO, results: list[dict], iou_types: Iterable[str] = 
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-            for name, value in zip(STAT_NAMES, ev.stats[:6]):
-                # pycocotools' -1 ("no object of this size in the set") stays -1, not a score
-                value = float(value)
-                metrics[f"{IOU_PREFIX[iou_type]}_{name}"] = round(value * 100, 3) if value >= 0 else -1.0
+            prefix = IOU_PREFIX[iou_type]
+            metrics.update({f"{prefix}_{name}": _percent(v) for name, v in zip(STAT_NAMES, ev.stats[:6])})
+            recall.update({f"{prefix}_{name}": _percent(v) for name, v in zip(AR_NAMES, ev.stats[6:12])})
+            for cat_id, aps in per_category_ap(ev).items():
+                entry = categories.setdefault(coco_gt.cats[cat_id]["name"], {"id": cat_id})
+                entry.update({f"{prefix}_{k}": v for k, v in aps.items()})
     if verbose:
         print(sink.getvalue())
-    return metrics
+    return metrics, {"recall": recall, "per_category": categories}
+
+
+def coco_metrics(coco_gt: COCO, results: list[dict], iou_types: Iterable[str] = ("bbox", "segm"),
+                 image_ids: list[int] | None = None, verbose: bool = False) -> dict[str, float]:
+    """Run COCOeval for each IoU type; flat keys ``box_ap, box_ap50, ..., mask_apl`` in 0..100
+    (-1 for a size range with no ground-truth object, as pycocotools reports it).
+
+    ``image_ids`` restricts the evaluation (default: every image of ``coco_gt``). With no
+    detections at all the metrics are 0 (pycocotools cannot load an empty result list).
+    """
+    return coco_summary(coco_gt, results, iou_types, image_ids, verbose)[0]
 
 
 def gather_objects(items: list) -> list:
@@ -121,7 +157,11 @@ class CocoEvaluator:
 
     def summarize(self, verbose: bool = False) -> dict[str, float]:
         """Metrics over the images seen (by all ranks, after :meth:`gather`)."""
-        return coco_metrics(self.coco_gt, self.results, self.iou_types, self.image_ids or None, verbose)
+        return self.summary(verbose)[0]
+
+    def summary(self, verbose: bool = False) -> tuple[dict[str, float], dict]:
+        """:meth:`summarize`, and the recalls and per-category APs (:func:`coco_summary`)."""
+        return coco_summary(self.coco_gt, self.results, self.iou_types, self.image_ids or None, verbose)
 
 
 def to_float_image(image: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -126,6 +126,7 @@ def build_maskrcnn(cfg: DetModelConfig | str | None = None, num_classes: int = 8
         model = FasterRCNN(body, num_classes=None, **common)
     model.num_classes = num_classes
     model.transform = keep_every_side(model.transform)  # a 4000 x 20 image keeps a pixel per side
+    model.transform.pad_square = canvas  # detections independent of the batch: AnyAspectRCNNTransform
     return float32_head_outputs(model)  # box coding and losses in float32 under autocast
 
 

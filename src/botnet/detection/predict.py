@@ -115,15 +115,41 @@ def write_predictions(model: nn.Module, images: Sequence[str | os.PathLike], cla
     return doc
 
 
-def letterbox(image: torch.Tensor, canvas: int) -> tuple[torch.Tensor, float]:
-    """Resize a (3, H, W) image so that its longer side is ``canvas``, pad the bottom / right with
-    zeros to ``canvas`` x ``canvas`` (the training crop's padding), and return it with the scale
-    (canvas pixels per image pixel). This is the input of a fixed-canvas detector export:
-    divide its boxes by the scale to return to the image."""
+#: an image shrunk by more than this factor to fit the canvas gets a note: its small objects may
+#: fall below what the detector can find (a 303 x 384 photo at canvas 128 lost every object)
+SHRINK_NOTE = 2.0
+
+
+def shrink_note(sizes: Sequence[tuple[int, int]], canvas: int | None) -> str | None:
+    """A line for images (``(height, width)`` each) whose longer side is more than
+    :data:`SHRINK_NOTE` times the ``canvas`` they are resized to, naming ``--canvas``; None when
+    there are none."""
+    if not canvas:
+        return None
+    shrunk = [max(hw) for hw in sizes if max(hw) > SHRINK_NOTE * canvas]
+    if not shrunk:
+        return None
+    largest = max(shrunk)
+    suggested = min(-(-largest // 32) * 32, 4 * canvas)  # the photos' own size, within reason
+    return (f"note: {len(shrunk)} of {len(sizes)} image(s) were shrunk more than {SHRINK_NOTE:g}x to fit the "
+            f"{canvas} px canvas (largest side {largest} px); small objects may be missed. "
+            f"--canvas {suggested} runs the detector at a larger size")
+
+
+def letterbox(image: ImageLike, canvas: int) -> tuple[torch.Tensor, float]:
+    """An image on a fixed ``canvas`` x ``canvas``, the input of a detector export, and its scale
+    (canvas pixels per image pixel: divide the export's boxes by it to return to the image).
+
+    ``image`` is anything :class:`botnet.Predictor` takes (a path, a PIL image, a numpy array or a
+    (C, H, W) tensor: :func:`~botnet.data.images.read_image`). Its longer side is resized to
+    ``canvas`` and the bottom / right padded with zeros (the training crop's padding); the result
+    is (3, canvas, canvas) RGB float32 in [0, 1]."""
     from torchvision.transforms.v2 import functional as TF
 
-    h, w = image.shape[-2:]
+    pixels = read_image(image)
+    pixels = pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels.float()
+    h, w = pixels.shape[-2:]
     scale = canvas / max(h, w)
     size = [max(1, min(canvas, round(h * scale))), max(1, min(canvas, round(w * scale)))]
-    resized = TF.resize(image, size, antialias=True) if size != [h, w] else image
+    resized = TF.resize(pixels, size, antialias=True).clamp_(0, 1) if size != [h, w] else pixels
     return F.pad(resized, (0, canvas - size[1], 0, canvas - size[0])), scale

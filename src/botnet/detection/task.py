@@ -144,8 +144,8 @@ class DetectionTask(Task):
         return {"loss": sum(losses.values()), **losses}
 
     def evaluate(self, model, batches: Iterable[Any], device) -> Evaluation:
-        """COCO box (and mask) AP on the 0-100 scale over every rank's images, and the detections
-        in the COCO results format."""
+        """COCO box (and mask) AP on the 0-100 scale over every rank's images, the detections in
+        the COCO results format, and in ``details`` the average recalls and per-category APs."""
         if self.val_set is None:
             raise UserError("no validation set: give the run one, or call build_val_dataset() first")
         iou_types = ("bbox", "segm") if getattr(model, "roi_heads", None) is not None and \
@@ -159,9 +159,9 @@ class DetectionTask(Task):
                 outputs = model(images)
             evaluator.update(outputs, [t["image_id"] for t in targets])
         evaluator.gather()
-        metrics = evaluator.summarize()
+        metrics, details = evaluator.summary()
         metrics["num_images"] = len(evaluator.image_ids)
-        return Evaluation(metrics, evaluator.results)
+        return Evaluation(metrics, evaluator.results, details)
 
     def metadata(self) -> dict[str, Any]:
         return {"task": "det", "class_names": list(self.class_names), "cat_ids": list(self.cat_ids),

@@ -17,6 +17,8 @@ from botnet.errors import UserError
 #: run's training metrics.json
 EVAL_FILE = "eval.json"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+#: the weights' metadata key of the precision their training run evaluated them in
+EVAL_AMP = "eval_amp"
 _AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
@@ -36,6 +38,18 @@ def resolve_amp(device: torch.device, amp: str) -> str:
     if amp != "auto":
         return amp
     return "bf16" if native_bf16(torch.device(device)) else "fp32"
+
+
+def weights_amp(device: torch.device, amp: str, metadata: dict) -> str:
+    """The precision in which ``botnet eval`` runs weights for ``--amp amp``: ``"auto"`` takes the
+    one their run evaluated them in (:data:`EVAL_AMP` in the weights' metadata), so that the same
+    weights give the same metrics as the run reported, where the device runs it natively (fp16
+    on CUDA, bf16 where :func:`native_bf16`); otherwise, and for older files, :func:`resolve_amp`."""
+    recorded = metadata.get(EVAL_AMP)
+    if amp != "auto" or recorded not in AMP_DTYPES:
+        return resolve_amp(device, amp)
+    usable = {"fp32": True, "bf16": native_bf16(device), "fp16": device.type == "cuda"}[recorded]
+    return recorded if usable else resolve_amp(device, "auto")
 
 
 def autocast(device: torch.device, amp: str | torch.dtype):

@@ -1,10 +1,12 @@
 """Progress of long loops (evaluation, prediction over many images) for logs without a terminal:
-a line every ``every_seconds`` with what is done, the rate and the time left. The training loop
-writes its own line (:class:`~botnet.engine.hooks.LogHook`)."""
+a line every ``every_seconds`` with what is done, the rate and the time left; and of long steps
+that have no count (an export), a line as each begins. The training loop writes its own line
+(:class:`~botnet.engine.hooks.LogHook`)."""
 from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 EVERY_SECONDS = 30.0
 
@@ -32,3 +34,20 @@ class Progress:
             rate = self.done / max(now - self.started, 1e-9)
             print(f"{self.what}: {self.done}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s, "
                   f"eta {duration((self.total - self.done) / max(rate, 1e-9))}", file=sys.stderr, flush=True)
+
+
+class Phases:
+    """A line as each phase of a long job begins (``phases("tracing")``), and one with the time it
+    took when the next begins or the job ends (``phases(None)``); silent without ``say``."""
+
+    def __init__(self, say: Callable[[str], None] | None):
+        self.say, self.started = say, None
+
+    def __call__(self, line: str | None) -> None:
+        now = time.monotonic()
+        if self.say is not None:
+            if self.started is not None:
+                self.say(f"  done in {duration(now - self.started)}")
+            if line is not None:
+                self.say(line)
+        self.started = now

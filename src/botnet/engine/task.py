@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -34,11 +34,14 @@ def inputs_like(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Evaluation:
-    """What :meth:`Task.evaluate` returns: flat metrics, and the predictions behind them in the
-    task's output format (detection: COCO results of every image; None where a task keeps none)."""
+    """What :meth:`Task.evaluate` returns: flat metrics, the predictions behind them in the
+    task's output format (detection: COCO results of every image; None where a task keeps none),
+    and ``details``: breakdowns that are not one number (per class, per category, a confusion
+    matrix), which ``botnet eval`` writes and the training logs leave out."""
 
     metrics: dict[str, float]
     predictions: list[Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Task(abc.ABC):

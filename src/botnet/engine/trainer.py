@@ -27,7 +27,7 @@ from botnet.engine import checkpoint as ckpt
 from botnet.engine import distributed as du
 from botnet.engine.amp_choice import choose_training_amp
 from botnet.engine.config import TrainConfig, save_config, to_dict
-from botnet.engine.evaluate import autocast, evaluate
+from botnet.engine.evaluate import EVAL_AMP, autocast, evaluate
 from botnet.engine.hooks import EvalHook, Hook, LogHook, StepResult, default_hooks
 from botnet.engine.parts import TrainParts, build_parts, seed_all
 from botnet.engine.run_dir import finished_summary, hold_run_dir
@@ -178,7 +178,8 @@ class Trainer:
         """Inference weights of the evaluated model (safetensors + the task's metadata, written
         atomically) for ``botnet eval`` / ``predict``."""
         if self.info.is_main:
-            save_weights(self.eval_model(), self.out_dir / name, self.task.metadata())
+            # with the precision of the run's evaluations, which `botnet eval` then repeats
+            save_weights(self.eval_model(), self.out_dir / name, {**self.task.metadata(), EVAL_AMP: self.amp})
 
     # -- the loop --------------------------------------------------------------------------
 
