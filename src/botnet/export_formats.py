@@ -11,9 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from botnet.errors import UserError
-from botnet.export_check import SIZE_MULTIPLE
-
-MIN_DYNAMIC_SIZE, MAX_DYNAMIC_SIZE = 64, 4096
+from botnet.export_check import MAX_DYNAMIC_SIZE, MIN_DYNAMIC_SIZE, SIZE_MULTIPLE
 MAX_DYNAMIC_BATCH = 1024
 
 

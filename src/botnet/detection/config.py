@@ -15,6 +15,7 @@ from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainC
 from botnet.engine.config_validate import (
     CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
 from botnet.errors import UserError
+from botnet.tasks import DETECTION
 
 
 @dataclass
@@ -35,7 +36,7 @@ class DetModelConfig(Checked):
     masks: bool = True
     #: bn (trainable) | frozen (FrozenBatchNorm2d) | syncbn (synchronized under torch.distributed)
     norm: str = "syncbn"
-    #: backbone start (``--backbone-weights``): a source of botnet.pretrained (``imagenet`` is the
+    #: backbone start (``--backbone-weights``): a source of botnet.weights.pretrained (``imagenet`` is the
     #: paper's setting, ``timm:NAME``, a local file); a ResNet leaves the attention random
     backbone_weights: str | None = None
     #: 0: train everything; 1: freeze the stem; k: the stem and the first k-1 stages
@@ -98,7 +99,7 @@ class DetDataConfig(Checked):
 
 @dataclass
 class DetectionConfig(TrainConfig):
-    task: ClassVar[str] = "det"
+    task: ClassVar[str] = DETECTION
     recipe: ClassVar[str] = "det_12ep"
     model: DetModelConfig = field(default_factory=DetModelConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)

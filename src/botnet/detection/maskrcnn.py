@@ -69,7 +69,7 @@ def build_backbone(name: str = "botnet50", norm: str = "bn", canvas: int = 1024,
                    fpn_channels: int = 256, **overrides) -> BackboneWithFPN:
     """A registered backbone (``botnet.list_models()``) wrapped with an FPN.
 
-    ``backbone_weights``: a weights source (:mod:`botnet.pretrained`: ``imagenet``, ``torchvision:...``,
+    ``backbone_weights``: a weights source (:mod:`botnet.weights.pretrained`: ``imagenet``, ``torchvision:...``,
     ``timm:...`` or a file); from a ResNet every layer but the attention ones, which start random
     as in the paper; from timm's BoTNets every layer.
     """
@@ -78,7 +78,7 @@ def build_backbone(name: str = "botnet50", norm: str = "bn", canvas: int = 1024,
     body = create_model(name, num_classes=0, norm_layer=_norm_layer(norm), img_size=canvas, **overrides)
     body.load_report = None
     if backbone_weights is not None:
-        from botnet.pretrained import load_pretrained
+        from botnet.weights.pretrained import load_pretrained
 
         body.load_report = load_pretrained(body, backbone_weights, include_classifier=False, what="backbone weights")
     freeze_stages(body, freeze_at)

@@ -47,7 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from botnet.errors import UserError
-from botnet.weights import LoadReport, adapt_position_tables, save_weights
+from botnet.tasks import CLASSIFICATION
+from botnet.weights.files import adapt_position_tables, save_weights
+from botnet.weights.fit import LoadReport
 
 LAYOUTS = ("auto", "timm", "torchvision")
 ALIASES = {"resnet": "torchvision", "timm-byobnet": "timm"}
@@ -226,7 +228,7 @@ def convert_weights(
 
     ``src``: a ``.pth`` / ``.pt`` / ``.safetensors`` file in torchvision's, timm's or our layout,
     or a named source (``timm:botnet26t_256.c1_in1k``, ``torchvision:ResNet50_Weights.IMAGENET1K_V2``;
-    see :mod:`botnet.pretrained`). ``source`` forces the layout. ``num_classes`` defaults to the
+    see :mod:`botnet.weights.pretrained`). ``source`` forces the layout. ``num_classes`` defaults to the
     checkpoint's classifier (0: none); a classifier of another size is re-initialised. With
     ``strict`` every tensor of the model must come from the checkpoint. ``class_names`` default
     to the ImageNet names for 1000 classes. ``overrides`` are ModelConfig fields. Nothing is
@@ -234,7 +236,7 @@ def convert_weights(
     """
     from botnet.io import Outputs
     from botnet.models import create_model
-    from botnet.pretrained import fetch, imagenet_source, load_fetched
+    from botnet.weights.pretrained import fetch, imagenet_source, load_fetched
 
     out = Outputs([src]).claim(out)  # before any work
     if str(src) == "imagenet":  # resolved for the model: its architecture decides
@@ -251,7 +253,7 @@ def convert_weights(
     if class_names is not None and len(class_names) != num_classes:
         raise UserError(f"{len(class_names)} class names for a classifier of {num_classes} classes")
     meta: dict[str, Any] = {
-        "task": "cls", "img_size": list(net.cfg.input_size), "crop_pct": 0.875,
+        "task": CLASSIFICATION, "img_size": list(net.cfg.input_size), "crop_pct": 0.875,
         "mean": list(net.default_cfg["mean"]), "std": list(net.default_cfg["std"]),
         "converted_from": {"file": Path(str(src)).name, "source": fetched.origin, "layout": source,
                            "loaded": len(report.loaded), "left_at_init": report.missing[:50],

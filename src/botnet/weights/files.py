@@ -1,14 +1,33 @@
-"""Weights I/O: safetensors files with a JSON metadata header, position-table resizing on load,
-and initialisation of a BoTNet from a ResNet checkpoint (the paper's ImageNet-ResNet start).
+"""Weights files: safetensors with a JSON metadata header, position-table resizing on load.
 
 Loading never executes code from a file: safetensors, or ``torch.load(weights_only=True)`` for
 ``.pth`` / ``.pt`` checkpoints of other libraries.
+
+Metadata convention
+-------------------
+A weights file is a safetensors file whose header holds a JSON object under the key ``botnet``
+(:func:`save_weights` writes it, :func:`read_metadata` reads it). These keys are used:
+
+``task``
+    The registered task name (:mod:`botnet.tasks`); absent: :data:`botnet.tasks.DEFAULT`.
+``class_names``
+    The class names in index order. Detection: the object categories only (label ``i`` of the
+    detector, 1-based, is ``class_names[i - 1]``; 0 is the background). Absent: ``"0"``, ``"1"``...
+``model``, ``config``, ``num_classes`` (classification)
+    The registered preset, its ModelConfig as a dict (the architecture is rebuilt from this, so
+    presets may change without breaking old files) and the classifier size.
+``img_size`` ([H, W]), ``crop_pct``, ``mean``, ``std`` (classification)
+    Evaluation preprocessing: resize the shorter side to ``max(img_size) / crop_pct``, center-crop
+    ``img_size``, normalise. Defaults: the config's ``input_size``, 0.875, ImageNet mean / std.
+``canvas``, ``detector``, ``cat_ids`` (detection)
+    The square training canvas (at inference the longer side is resized to it), the
+    :class:`~botnet.detection.config.DetModelConfig` as a dict, and the dataset's category id of
+    each class (COCO output).
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -59,6 +78,17 @@ def _check_file(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     return path
+
+
+def header_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from a safetensors header, without reading (or allocating) the data."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -144,114 +174,3 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
         raise UserError(f"{path}: weights do not match the model; missing {result.missing_keys[:8]}, "
                         f"unexpected {result.unexpected_keys[:8]}")
     return read_metadata(path) if Path(path).suffix == ".safetensors" else {}
-
-
-@dataclass
-class LoadReport:
-    """What loading foreign or pretrained weights into a model did."""
-
-    loaded: list[str] = field(default_factory=list)
-    #: keys in the checkpoint with no place in the model (e.g. the ResNet's c5 3x3 convs)
-    skipped: list[str] = field(default_factory=list)
-    #: model keys the checkpoint did not fill (the MHSA layers: left at their random init)
-    missing: list[str] = field(default_factory=list)
-    #: where the tensors came from (a file, or a named source and its cache file)
-    origin: str = ""
-    #: model keys of a classifier re-initialised because the class count differs
-    reinitialised: list[str] = field(default_factory=list)
-    #: position tables resampled for the model's map sizes
-    resized: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        text = (f"loaded {len(self.loaded)} tensors; skipped {len(self.skipped)} from the checkpoint "
-                f"({', '.join(self.skipped[:6])}{'...' if len(self.skipped) > 6 else ''}); "
-                f"left {len(self.missing)} at init ({', '.join(self.missing[:6])}"
-                f"{'...' if len(self.missing) > 6 else ''})")
-        if self.reinitialised:
-            text += f"; classifier re-initialised ({', '.join(self.reinitialised)})"
-        if self.resized:
-            text += f"; {len(self.resized)} position tables resized to the model's map sizes"
-        return (f"{self.origin}: " if self.origin else "") + text
-
-
-def load_backbone_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
-                          include_classifier: bool = True) -> LoadReport:
-    """Fill every layer of ``model`` that a torchvision- or timm-layout ResNet checkpoint has.
-
-    Our modules use torchvision's names (conv1, bn1, layerN.i.convK / bnK / downsample, fc; timm's
-    ResNets use the same), so a same-depth ResNet fills everything except the attention, which stays
-    random, as in the paper. Tensors whose shape differs (a classifier for other classes) are
-    skipped and reported."""
-    state = dict(source) if isinstance(source, Mapping) else load_state_dict(source)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    target = model.state_dict()
-    report = LoadReport()
-    usable = {}
-    for key, value in state.items():
-        if key in target and target[key].shape == value.shape and (include_classifier or not key.startswith("fc.")):
-            usable[key] = value
-            report.loaded.append(key)
-        else:
-            report.skipped.append(key)
-    model.load_state_dict(usable, strict=False)
-    report.missing = [k for k in target if k not in usable and not k.endswith("num_batches_tracked")]
-    return report
-
-
-def _is_attention(key: str) -> bool:
-    return ".attn." in key and key.rsplit(".", 1)[-1] in ("weight", "bias", "rel_h", "rel_w", "abs_h", "abs_w")
-
-
-def _block_of(key: str) -> str:
-    return key.split(".conv2.")[0].split(".attn.")[0]
-
-
-def load_mapped_state(model: nn.Module, state: Mapping[str, torch.Tensor], unmapped: list[str] | None = None, *,
-                      include_classifier: bool = True, strict: bool = False, origin: str = "",
-                      hint: str = "") -> LoadReport:
-    """Load a state dict already in ``model``'s names, refusing weights made for another architecture.
-
-    Allowed gaps, reported: a block that is a BoT block on one side and a conv block on the other
-    (its 3x3 conv skipped / its attention left at init: the paper's ImageNet-ResNet start) and a
-    classifier of another class count (re-initialised), or any classifier without
-    ``include_classifier``. Anything else that does not fit is a :class:`UserError` naming the
-    architecture fields that differ (``hint`` is added to it). ``strict``: nothing may stay at init.
-    """
-    from botnet.models.describe import architecture_differences, describe_model, describe_state
-
-    state = dict(state)
-    report = LoadReport(skipped=list(unmapped or []), origin=origin)
-    report.resized = adapt_position_tables(state, model)
-    target = model.state_dict()
-    fc_fits = all(k in state and state[k].shape == target[k].shape for k in target if k.startswith("fc."))
-    use_fc = include_classifier and fc_fits
-    diffs = architecture_differences(describe_state(state), describe_model(model))
-    bad = [f"{k}: weights {tuple(v.shape)}, model {tuple(target[k].shape)}" for k, v in state.items()
-           if k in target and v.shape != target[k].shape and not k.startswith("fc.")]
-    spatial_gaps = {_block_of(k) for k in target if k not in state and (_is_attention(k) or ".conv2." in k)}
-    unexplained = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
-                   and not k.startswith("fc.") and _block_of(k) not in spatial_gaps]
-    extra = [k for k in state if k not in target and not k.startswith("fc.") and _block_of(k) not in spatial_gaps
-             and not k.endswith("num_batches_tracked")]  # FrozenBatchNorm2d keeps no count
-    name = origin or "the weights"
-    if not any(k in target for k in state):
-        raise UserError(f"{name}: no tensor fits this model (is it a ResNet / BoTNet state dict?)"
-                        + (f"; {hint}" if hint else ""))
-    if diffs or bad or unexplained or extra:
-        lines = diffs or bad[:8] or ([f"not in the weights: {k}" for k in unexplained[:8]]
-                                     + [f"not in the model: {k}" for k in extra[:8]])
-        raise UserError(f"{name}: made for another architecture than this model"
-                        + (f" ({hint})" if hint else "") + "; what differs:\n  " + "\n  ".join(lines))
-    usable = {k: v for k, v in state.items() if k in target and (use_fc or not k.startswith("fc."))}
-    model.load_state_dict(usable, strict=False)
-    report.loaded = list(usable)
-    report.skipped += [k for k in state if k not in usable]
-    report.missing = [k for k in target if k not in usable and not k.endswith("num_batches_tracked")]
-    if include_classifier and not fc_fits and any(k.startswith("fc.") for k in target):
-        n = state["fc.weight"].shape[0] if "fc.weight" in state else 0
-        report.reinitialised = [f"{getattr(model, 'num_classes', '?')} classes; the weights have {n or 'none'}"]
-    if strict and report.missing:
-        more = "..." if len(report.missing) > 8 else ""
-        raise UserError(f"{name}: {len(report.missing)} tensors of the model are not in the weights (--strict): "
-                        f"{', '.join(report.missing[:8])}{more}")
-    return report
