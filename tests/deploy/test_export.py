@@ -10,7 +10,8 @@ import torch
 from botnet.api import load
 from botnet.cli import main
 from botnet.errors import UserError
-from botnet.export import ExportCheckError, export_model, run_onnx, synthetic_image
+from botnet.export import ExportCheckError, export_model, run_onnx
+from botnet.export_check import synthetic_image
 from botnet.layers.attention import MHSA2d
 from botnet.models import create_model
 
