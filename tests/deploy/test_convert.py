@@ -7,7 +7,8 @@ from timm.layers.bottleneck_attn import BottleneckAttn
 
 from botnet.api import load
 from botnet.cli import main
-from botnet.weights.convert import bottleneck_attn_state, convert_weights, load_timm_bottleneck_attn, timm_attention
+from botnet.weights.builder import convert_weights
+from botnet.weights.convert import bottleneck_attn_state, load_timm_bottleneck_attn, timm_attention
 from botnet.errors import UserError
 from botnet.layers.attention import MHSA2d
 

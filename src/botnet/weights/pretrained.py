@@ -30,6 +30,7 @@ from torch import nn
 
 from botnet.errors import UserError
 from botnet.models import list_models, pretrained_sources
+from botnet.weights.convert import to_our_names
 from botnet.weights.files import load_state_dict, read_metadata
 from botnet.weights.fit import LoadReport, load_mapped_state
 from botnet.weights.hub import from_hf_cache, from_torch_hub
@@ -198,8 +199,6 @@ def fetch(source: str | os.PathLike, model: nn.Module | None = None, what: str =
 def load_fetched(model: nn.Module, fetched: Fetched, *, include_classifier: bool = True, strict: bool = False,
                  layout: str | None = None, scale_pos_embed: bool = False) -> LoadReport:
     """Convert ``fetched`` to ``model``'s names (``layout`` overrides the source's) and load it."""
-    from botnet.weights.convert import to_our_names
-
     layout = fetched.layout if layout in (None, "auto") else layout
     mapped, unmapped = to_our_names(fetched.state, model, layout, scale_pos_embed)
     name = getattr(model, "name", "")
