@@ -98,11 +98,12 @@ PAPER_FIGURES = [
 
 #: timm's own figures for its BoTNets (``botnet profile --timm``): params (M) and GMACs at 256 x 256
 #: from timm's published inference benchmark (timm's results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv),
-#: ImageNet-1k top-1 of its weights from timm's results/results-imagenet.csv (None: timm has no weights).
+#: ImageNet-1k top-1 of the weights registered with the row (its PRESETS entry) from timm's
+#: results/results-imagenet.csv (None: timm has no weights).
 TIMM_FIGURES = [
-    # name, timm weights, input, params_M, gmacs, top1
-    ("botnet26t_256", "botnet26t_256.c1_in1k", 256, 12.49, 3.32, 79.256),
-    ("sebotnet33ts_256", "sebotnet33ts_256.a1h_in1k", 256, 13.70, 3.89, 81.156),
-    ("eca_botnext26ts_256", "eca_botnext26ts_256.c1_in1k", 256, 10.59, 2.46, 79.262),
-    ("botnet50ts_256", None, 256, 22.74, 5.54, None),
+    # name, input, params_M, gmacs, top1
+    ("botnet26t_256", 256, 12.49, 3.32, 79.256),
+    ("sebotnet33ts_256", 256, 13.70, 3.89, 81.156),
+    ("eca_botnext26ts_256", 256, 10.59, 2.46, 79.262),
+    ("botnet50ts_256", 256, 22.74, 5.54, None),
 ]
