@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from botnet.errors import UserError
+from botnet.models import BoTNet, ModelConfig, get_model_config
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import DEFAULT, get_task
 from botnet.weights.files import header_shapes, load_state_dict, load_weights, read_metadata
@@ -86,9 +87,7 @@ def build_checked(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
 # -- classifiers ---------------------------------------------------------------------------------
 
 
-def _config_from_metadata(path, meta: Mapping[str, Any]):
-    from botnet.models import ModelConfig
-
+def _config_from_metadata(path, meta: Mapping[str, Any]) -> ModelConfig:
     try:
         return ModelConfig.from_dict(dict(meta["config"]))
     except UserError as e:
@@ -113,8 +112,6 @@ def build_classifier_from_file(path: str | os.PathLike, meta: Mapping[str, Any],
                                img_size: int | Sequence[int] | None = None, **overrides: Any) -> nn.Module:
     """A BoTNet / ResNet described by ``meta`` (or by ``model`` for files without a description),
     with the file's weights loaded. When both describe it, they must agree."""
-    from botnet.models import BoTNet, get_model_config
-
     path = Path(path)
     name = model or meta.get("model") or ""
     if "config" in meta:
