@@ -3,7 +3,7 @@ a :class:`Predictor` that runs it on PIL images, image paths or tensors with the
 model was trained with.
 
 This module is a facade for users and the command line: nothing inside the package imports it.
-Rebuilding lives in :mod:`botnet.weights.rebuild` (the metadata convention: :mod:`botnet.weights.files`),
+Rebuilding lives in :mod:`botnet.weights.rebuild` (the metadata convention is documented there),
 what differs between tasks in their task objects (:mod:`botnet.tasks`), the prediction paths in
 :mod:`botnet.classification.predict` and :mod:`botnet.detection.predict`.
 """

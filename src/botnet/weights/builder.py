@@ -19,8 +19,7 @@ from botnet.models import BoTNet
 from botnet.models import create_model as build_model
 from botnet.tasks import CLASSIFICATION
 from botnet.weights.convert import classifier_size
-from botnet.weights.files import save_weights
-from botnet.weights.fit import LoadReport
+from botnet.weights.files import LoadReport, save_weights
 from botnet.weights.pretrained import fetch, imagenet_source, load_fetched, load_pretrained
 
 

@@ -1,33 +1,15 @@
-"""Weights files: safetensors with a JSON metadata header, position-table resizing on load.
+"""Weights files: safetensors with a JSON metadata header, position-table resizing on load, and the
+report of what loading other weights into a model did (:class:`LoadReport`).
 
 Loading never executes code from a file: safetensors, or ``torch.load(weights_only=True)`` for
-``.pth`` / ``.pt`` checkpoints of other libraries.
-
-Metadata convention
--------------------
-A weights file is a safetensors file whose header holds a JSON object under the key ``botnet``
-(:func:`save_weights` writes it, :func:`read_metadata` reads it). These keys are used:
-
-``task``
-    The registered task name (:mod:`botnet.tasks`); absent: :data:`botnet.tasks.DEFAULT`.
-``class_names``
-    The class names in index order. Detection: the object categories only (label ``i`` of the
-    detector, 1-based, is ``class_names[i - 1]``; 0 is the background). Absent: ``"0"``, ``"1"``...
-``model``, ``config``, ``num_classes`` (classification)
-    The registered preset, its ModelConfig as a dict (the architecture is rebuilt from this, so
-    presets may change without breaking old files) and the classifier size.
-``img_size`` ([H, W]), ``crop_pct``, ``mean``, ``std`` (classification)
-    Evaluation preprocessing: resize the shorter side to ``max(img_size) / crop_pct``, center-crop
-    ``img_size``, normalise. Defaults: the config's ``input_size``, 0.875, ImageNet mean / std.
-``canvas``, ``detector``, ``cat_ids`` (detection)
-    The square training canvas (at inference the longer side is resized to it), the
-    :class:`~botnet.detection.config.DetModelConfig` as a dict, and the dataset's category id of
-    each class (COCO output).
+``.pth`` / ``.pt`` checkpoints of other libraries. The metadata convention:
+:mod:`botnet.weights.rebuild`.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,17 +60,6 @@ def _check_file(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     return path
-
-
-def header_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape from a safetensors header, without reading (or allocating) the data."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -174,3 +145,31 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
         raise UserError(f"{path}: weights do not match the model; missing {result.missing_keys[:8]}, "
                         f"unexpected {result.unexpected_keys[:8]}")
     return read_metadata(path) if Path(path).suffix == ".safetensors" else {}
+
+
+@dataclass
+class LoadReport:
+    """What loading foreign or pretrained weights into a model did."""
+
+    loaded: list[str] = field(default_factory=list)
+    #: keys in the checkpoint with no place in the model (e.g. the ResNet's c5 3x3 convs)
+    skipped: list[str] = field(default_factory=list)
+    #: model keys the checkpoint did not fill (the MHSA layers: left at their random init)
+    missing: list[str] = field(default_factory=list)
+    #: where the tensors came from (a file, or a named source and its cache file)
+    origin: str = ""
+    #: model keys of a classifier re-initialised because the class count differs
+    reinitialised: list[str] = field(default_factory=list)
+    #: position tables resampled for the model's map sizes
+    resized: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (f"loaded {len(self.loaded)} tensors; skipped {len(self.skipped)} from the checkpoint "
+                f"({', '.join(self.skipped[:6])}{'...' if len(self.skipped) > 6 else ''}); "
+                f"left {len(self.missing)} at init ({', '.join(self.missing[:6])}"
+                f"{'...' if len(self.missing) > 6 else ''})")
+        if self.reinitialised:
+            text += f"; classifier re-initialised ({', '.join(self.reinitialised)})"
+        if self.resized:
+            text += f"; {len(self.resized)} position tables resized to the model's map sizes"
+        return (f"{self.origin}: " if self.origin else "") + text

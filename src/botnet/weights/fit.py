@@ -11,14 +11,13 @@ named model's (:mod:`botnet.weights.rebuild`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from botnet.errors import UserError
-from botnet.weights.files import adapt_position_tables
+from botnet.weights.files import LoadReport, adapt_position_tables
 
 _BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 
@@ -72,34 +71,6 @@ def differences(first: Mapping[str, Any], second: Mapping[str, Any], names: tupl
     keys = [k for k in dict.fromkeys([*first, *second]) if k not in ignore]
     return [f"{k}: {names[0]} {first.get(k)!r}, {names[1]} {second.get(k)!r}" for k in keys
             if not same(first.get(k), second.get(k))]
-
-
-@dataclass
-class LoadReport:
-    """What loading foreign or pretrained weights into a model did."""
-
-    loaded: list[str] = field(default_factory=list)
-    #: keys in the checkpoint with no place in the model (e.g. the ResNet's c5 3x3 convs)
-    skipped: list[str] = field(default_factory=list)
-    #: model keys the checkpoint did not fill (the MHSA layers: left at their random init)
-    missing: list[str] = field(default_factory=list)
-    #: where the tensors came from (a file, or a named source and its cache file)
-    origin: str = ""
-    #: model keys of a classifier re-initialised because the class count differs
-    reinitialised: list[str] = field(default_factory=list)
-    #: position tables resampled for the model's map sizes
-    resized: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        text = (f"loaded {len(self.loaded)} tensors; skipped {len(self.skipped)} from the checkpoint "
-                f"({', '.join(self.skipped[:6])}{'...' if len(self.skipped) > 6 else ''}); "
-                f"left {len(self.missing)} at init ({', '.join(self.missing[:6])}"
-                f"{'...' if len(self.missing) > 6 else ''})")
-        if self.reinitialised:
-            text += f"; classifier re-initialised ({', '.join(self.reinitialised)})"
-        if self.resized:
-            text += f"; {len(self.resized)} position tables resized to the model's map sizes"
-        return (f"{self.origin}: " if self.origin else "") + text
 
 
 def _is_attention(key: str) -> bool:

@@ -31,8 +31,8 @@ from torch import nn
 from botnet.errors import UserError
 from botnet.models import list_models, pretrained_sources
 from botnet.weights.convert import to_our_names
-from botnet.weights.files import load_state_dict, read_metadata
-from botnet.weights.fit import LoadReport, load_mapped_state
+from botnet.weights.files import LoadReport, load_state_dict, read_metadata
+from botnet.weights.fit import load_mapped_state
 from botnet.weights.hub import from_hf_cache, from_torch_hub
 
 PREFIXES = ("torchvision", "timm")

@@ -1,12 +1,33 @@
 """Rebuilding a model from a weights file: the one place where that happens.
 
-``load_model(path)`` reads the file's metadata (the convention: :mod:`botnet.weights.files`) and
-hands the file to the task it names (:mod:`botnet.tasks`), which builds the architecture the
+``load_model(path)`` reads the file's metadata (the convention: below) and hands the file to the task it names (:mod:`botnet.tasks`), which builds the architecture the
 metadata describes, checks it against the tensors in the file before anything is allocated
 (:func:`build_checked`), loads the weights and returns a :class:`LoadedModel` with the
 preprocessing the model was trained with. ``botnet.load`` (prediction), the ``eval`` commands and
 ``export`` all go through it. A classifier is rebuilt here (:func:`build_classifier_from_file`):
 it is a model of :mod:`botnet.models` and needs no task code.
+
+Metadata convention
+-------------------
+A weights file is a safetensors file whose header holds a JSON object under the key ``botnet``
+(:func:`botnet.weights.files.save_weights` writes it; :func:`botnet.weights.files.read_metadata`
+reads it). These keys are used:
+
+``task``
+    The registered task name (:mod:`botnet.tasks`); absent: :data:`botnet.tasks.DEFAULT`.
+``class_names``
+    The class names in index order. Detection: the object categories only (label ``i`` of the
+    detector, 1-based, is ``class_names[i - 1]``; 0 is the background). Absent: ``"0"``, ``"1"``...
+``model``, ``config``, ``num_classes`` (classification)
+    The registered preset, its ModelConfig as a dict (the architecture is rebuilt from this, so
+    presets may change without breaking old files) and the classifier size.
+``img_size`` ([H, W]), ``crop_pct``, ``mean``, ``std`` (classification)
+    Evaluation preprocessing: resize the shorter side to ``max(img_size) / crop_pct``, center-crop
+    ``img_size``, normalise. Defaults: the config's ``input_size``, 0.875, ImageNet mean / std.
+``canvas``, ``detector``, ``cat_ids`` (detection)
+    The square training canvas (at inference the longer side is resized to it), the
+    :class:`~botnet.detection.config.DetModelConfig` as a dict, and the dataset's category id of
+    each class (COCO output).
 """
 from __future__ import annotations
 
@@ -22,7 +43,7 @@ from botnet.errors import UserError
 from botnet.models import BoTNet, ModelConfig, get_model_config
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import DEFAULT, get_task
-from botnet.weights.files import header_shapes, load_state_dict, load_weights, read_metadata
+from botnet.weights.files import load_state_dict, load_weights, read_metadata
 from botnet.weights.fit import differences
 
 #: ModelConfig fields that do not change the weights or the function of a trained model:
@@ -57,6 +78,17 @@ def config_differences(file_config: Mapping[str, Any], model_config: Mapping[str
     """``"field: file X, model Y"`` for every architecture field that differs between two config
     dicts (fields free at inference, such as ``input_size``, are ignored)."""
     return differences(file_config, model_config, ("file", "model"), CONFIG_FIELDS_FREE_AT_INFERENCE)
+
+
+def header_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from a safetensors header, without reading (or allocating) the data."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def build_checked(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
