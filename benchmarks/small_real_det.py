@@ -151,7 +151,7 @@ def stock_model(name: str):
     import torchvision
     from torchvision.models import ResNet50_Weights
 
-    from botnet.pretrained import imagenet_cache_file
+    from botnet.weights.pretrained import imagenet_cache_file
 
     cached = imagenet_cache_file("resnet50")
     backbone = ResNet50_Weights.DEFAULT if cached and cached[1] else None

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import botnet
 from botnet.cli import main
 from botnet.errors import UserError
-from botnet.pretrained import imagenet_source_for, load_pretrained
+from botnet.weights.pretrained import imagenet_source_for, load_pretrained
 from botnet.weights import save_weights
 
 timm = pytest.importorskip("timm")
@@ -119,9 +119,8 @@ def test_imagenet_is_the_same_depth_torchvision_resnet_or_timms_own(caches, no_n
     assert main(["convert", "imagenet", "--model", "resnet50", "--strict", "--out", str(out),
                  "--option", "widths=[8,16,32,64]", "--option", "stem_width=8"]) == 0
     assert botnet.load(out).class_names[0] == "tench"  # ImageNet's names for the 1000 classes
-    assert imagenet_source_for("botnet152", botnet.models.get_model_config("botnet152")) == \
-        "torchvision:ResNet152_Weights.IMAGENET1K_V2"
-    assert imagenet_source_for("botnet26t_256", None) == "timm:botnet26t_256.c1_in1k"
+    assert imagenet_source_for("botnet152") == "torchvision:ResNet152_Weights.IMAGENET1K_V2"
+    assert imagenet_source_for("botnet26t_256") == "timm:botnet26t_256.c1_in1k"
     with pytest.raises(UserError, match="'imagenet' has no weights for resnet200"):
         botnet.create_model("resnet200", pretrained="imagenet")
 
@@ -129,7 +128,7 @@ def test_imagenet_is_the_same_depth_torchvision_resnet_or_timms_own(caches, no_n
 @pytest.mark.parametrize("depth", [50, 101, 152])
 def test_imagenet_names_the_resnet_of_the_same_depth(depth):
     for name in (f"resnet{depth}", f"botnet{depth}"):
-        source = imagenet_source_for(name, botnet.models.get_model_config(name))
+        source = imagenet_source_for(name)
         assert source.startswith(f"torchvision:ResNet{depth}_Weights."), (name, source)
 
 

@@ -4,7 +4,8 @@ import pytest
 
 import botnet
 from botnet.errors import UserError
-from botnet.weights import load_backbone_weights, read_metadata
+from botnet.weights import read_metadata
+from botnet.weights.pretrained import load_pretrained
 
 
 def test_round_trip_with_metadata(tmp_path):
@@ -41,7 +42,7 @@ def test_torchvision_resnet50_fills_botnet50(tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(tv.state_dict(), path)
     m = botnet.create_model("botnet50", img_size=224)
-    report = load_backbone_weights(m, path)
+    report = load_pretrained(m, path)
     ours = m.state_dict()
     for key, value in tv.state_dict().items():
         if ".conv2." in key and key.startswith("layer4"):

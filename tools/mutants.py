@@ -89,12 +89,13 @@ MUTANTS = [
       "if False:", "tests/models/test_models.py::test_structure_follows_spec"),
     m("pool-before-mhsa", "layers/blocks.py", "return self.pool(self.attn(x))", "return self.attn(self.pool(x))", TIMM),
     # -- weights --------------------------------------------------------------------------------
-    m("timm-tables-swapped", "convert.py", '("self_attn.pos_embed.height_rel", "attn.rel_h"),\n'
+    m("timm-tables-swapped", "weights/convert.py", '("self_attn.pos_embed.height_rel", "attn.rel_h"),\n'
       '    ("self_attn.pos_embed.width_rel", "attn.rel_w"),', '("self_attn.pos_embed.height_rel", "attn.rel_w"),\n'
       '    ("self_attn.pos_embed.width_rel", "attn.rel_h"),', TIMM),
-    m("imagenet-101-is-152", "pretrained.py", '(3, 4, 23, 3): "ResNet101_Weights"', '(3, 4, 23, 3): "ResNet152_Weights"',
+    m("imagenet-101-is-152", "models/presets.py", '("torchvision:ResNet101_Weights.DEFAULT",)',
+      '("torchvision:ResNet152_Weights.DEFAULT",)',
       "tests/test_pretrained.py::test_imagenet_names_the_resnet_of_the_same_depth"),
-    m("bn-running-stats-not-loaded", "weights.py", 'if k in target and (use_fc or not k.startswith("fc."))}',
+    m("bn-running-stats-not-loaded", "weights/fit.py", 'if k in target and (use_fc or not k.startswith("fc."))}',
       'if k in target and "running_" not in k and (use_fc or not k.startswith("fc."))}',
       "tests/test_pretrained.py::test_torchvision_enum_fills_the_resnet_layers_from_the_torch_hub_cache"),
     # -- detection ------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ a :class:`Predictor` that runs it on PIL images, image paths or tensors with the
 model was trained with.
 
 This module is a facade for users and the command line: nothing inside the package imports it.
-Rebuilding lives in :mod:`botnet.loading` (the metadata convention is documented there), the
-prediction paths in :mod:`botnet.classification.predict` and :mod:`botnet.detection.predict`.
+Rebuilding lives in :mod:`botnet.weights.rebuild` (the metadata convention is documented there),
+what differs between tasks in their task objects (:mod:`botnet.tasks`), the prediction paths in
+:mod:`botnet.classification.predict` and :mod:`botnet.detection.predict`.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from botnet.classification.predict import Classification, classify
-from botnet.data.images import ImageLike, read_image, read_image_or_skip
-from botnet.detection.predict import Detections, detect, letterbox
-from botnet.loading import IMAGENET_MEAN, IMAGENET_STD, TASKS, LoadedModel, config_differences, load_model
+from botnet.classification.predict import Classification
+from botnet.data.images import ImageLike, read_image
+from botnet.detection.predict import Detections, letterbox
+from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
+from botnet.tasks import get_task
+from botnet.weights.rebuild import LoadedModel, config_differences, load_model
 
 __all__ = ["load", "Predictor", "Classification", "Detections", "letterbox", "config_differences", "read_image"]
 
@@ -59,8 +62,7 @@ class Predictor:
                  img_size: tuple[int, int] | None = None, crop_pct: float = 0.875,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  canvas: int | None = None, device: str | torch.device = "cpu"):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.kind = get_task(task)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.task = task
@@ -68,11 +70,7 @@ class Predictor:
         self.metadata = dict(metadata)
         self.img_size, self.crop_pct, self.mean, self.std = img_size, crop_pct, tuple(mean), tuple(std)
         self.canvas = canvas
-        self._transform = None
-        if task == "cls":
-            from botnet.classification.transforms import eval_transform
-
-            self._transform = eval_transform(img_size, crop_pct, self.mean, self.std)
+        self._transform = self.kind.input_transform(self)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> "Predictor":
@@ -92,10 +90,7 @@ class Predictor:
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """The model input for one image: (3, H, W), resized, cropped and normalised for a
         classifier; RGB in [0, 1] for a detector, which resizes and normalises itself."""
-        pixels = read_image(image)
-        if self.task == "cls":
-            return self._transform(pixels)
-        return pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels
+        return self._transform(read_image(image))
 
     @torch.no_grad()
     def predict(self, images: ImageLike | Iterable[ImageLike], *, topk: int = 5, score_thresh: float = 0.5,
@@ -106,12 +101,7 @@ class Predictor:
         scores and masks (thresholded at 0.5) of objects scoring at least ``score_thresh``. With
         ``skipped`` (a dict), files that cannot be read are left out (with a warning) and recorded
         there; without, the first one is an error."""
-        items = _as_list(images)
-        if self.task == "cls":
-            return classify(self.model, items, self._transform, self.class_names, topk=topk,
-                            batch_size=batch_size, device=self.device, skipped=skipped)
-        pixels = (read_image_or_skip(item, skipped) for item in items)
-        return [detect(self.model, p, self.class_names, score_thresh=score_thresh, device=self.device)
-                for p in pixels if p is not None]
+        return self.kind.predict(self, _as_list(images), self._transform, topk=topk, score_thresh=score_thresh,
+                                 batch_size=batch_size, device=self.device, skipped=skipped)
 
     __call__ = predict

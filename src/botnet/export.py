@@ -12,16 +12,17 @@ What can be exported:
 With ``dynamic=True`` the batch, height and width of classifiers and backbones are dynamic axes,
 named ``batch``, ``height`` and ``width`` in the ONNX file; without a ``size`` the export runs at
 the smallest valid size not below the model's (a classifier trained at 32 px exports at 64).
-Heights and widths are multiples of :data:`SIZE_MULTIPLE` from 64 to 4096: every stride-2 layer
-then halves evenly, which is what lets ``torch.export`` prove the network's shape arithmetic for
-the whole range (the attention itself takes any size). Detectors export at a fixed canvas: their
+Heights and widths are multiples of :data:`botnet.export_check.SIZE_MULTIPLE` from 64 to 4096:
+every stride-2 layer then halves evenly, which is what lets ``torch.export`` prove the network's
+shape arithmetic for the whole range (the attention itself takes any size). Detectors export at a fixed canvas: their
 post-processing (NMS) has data-dependent shapes that ``torch.export`` cannot trace, so they go
 through the TorchScript-based ONNX exporter, which torchvision supports for its detectors.
 
 Every export is checked before the file appears (:mod:`botnet.export_check` says what is
 compared, and within what); a failed check raises :class:`ExportCheckError` and leaves nothing
-behind. The ONNX file carries the model's
-metadata (task, class names, preprocessing) as the JSON metadata property ``botnet``.
+behind. The ONNX file carries the model's metadata (task, class names, preprocessing) as the JSON
+metadata property ``botnet``. What is exported for a task, and how it is compared, is the task's
+:meth:`~botnet.tasks.TaskKind.export_plan`.
 """
 from __future__ import annotations
 
@@ -37,15 +38,14 @@ from botnet import export_formats as formats
 from botnet.engine.progress import Phases
 from botnet.errors import UserError
 from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
-    SIZE_MULTIPLE,
     ExportCheckError,
     check_export,
     check_inputs,
     run_onnx,
-    synthetic_image,
 )
-from botnet.export_formats import MAX_DYNAMIC_SIZE, MIN_DYNAMIC_SIZE
 from botnet.io import Outputs, atomic_path
+from botnet.tasks import CLASSIFICATION, DETECTION, get_task
+from botnet.weights.rebuild import load_model
 
 FORMATS = ("onnx", "torch")
 DEFAULT_OPSET = 18
@@ -58,7 +58,8 @@ WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 class ExportResult:
     path: Path
     format: str
-    task: str  # "cls", "features" or "det"
+    #: the task name, or "features" for a backbone's feature maps
+    task: str
     input_shape: list[int | str]
     outputs: list[str]
     #: (input shape, largest absolute difference to PyTorch) for each checked input
@@ -80,39 +81,6 @@ class ExportResult:
 # -- what to export ------------------------------------------------------------------------------
 
 
-class _Logits(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
-
-
-class _Features(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.names = list(model.feature_channels)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.forward_features(images).values())
-
-
-class _Detector(nn.Module):
-    """One canvas-sized image in, flat tensors out (torchvision detectors take and give lists)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.masks = getattr(model.roi_heads, "has_mask", lambda: False)()
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model([images[0]])[0]
-        keys = ("boxes", "labels", "scores", "masks") if self.masks else ("boxes", "labels", "scores")
-        return tuple(out[k] for k in keys)
-
-
 def _is_detector(model: nn.Module) -> bool:
     return hasattr(model, "roi_heads") and hasattr(model, "rpn")
 
@@ -122,9 +90,9 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _preprocessing(loaded: Any) -> dict[str, Any]:
-    # what a Predictor / LoadedModel knows beyond the file's metadata
+    # what a Predictor / LoadedModel knows beyond the file's metadata (a detector has no crop)
     meta = dict(loaded.metadata)
-    if loaded.task == "cls":
+    if loaded.img_size is not None:
         meta.setdefault("img_size", list(loaded.img_size))
         meta.setdefault("mean", list(loaded.mean))
         meta.setdefault("std", list(loaded.std))
@@ -136,14 +104,12 @@ def _preprocessing(loaded: Any) -> dict[str, Any]:
 def resolve_model(source: Any, *, model: str | None = None, num_classes: int | None = None,
                   img_size: Sequence[int] | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
     """``(model, task, metadata)`` for a loaded model (:class:`botnet.Predictor` or
-    :class:`~botnet.loading.LoadedModel`), a module, a weights file or a registered model name
+    :class:`~botnet.weights.rebuild.LoadedModel`), a module, a weights file or a registered model name
     (random weights: for checking a deployment path, not for use)."""
-    from botnet.loading import load_model
-
     if all(hasattr(source, a) for a in ("model", "task", "metadata", "class_names")):
         return source.model, source.task, _preprocessing(source)
     if isinstance(source, nn.Module):
-        return source, "det" if _is_detector(source) else "cls", {}
+        return source, DETECTION if _is_detector(source) else CLASSIFICATION, {}
     text = str(source)
     path = Path(text)
     if path.is_file():
@@ -161,18 +127,8 @@ def resolve_model(source: Any, *, model: str | None = None, num_classes: int | N
                         f"known models: {', '.join(list_models())}") from None
     net = create_model(text, num_classes=1000 if num_classes is None else num_classes,
                        img_size=tuple(img_size) if img_size else None)
-    return net, "cls", {"model": text, "config": net.cfg.to_dict(), "num_classes": net.num_classes,
+    return net, CLASSIFICATION, {"model": text, "config": net.cfg.to_dict(), "num_classes": net.num_classes,
                         "random_weights": True}
-
-
-def _check_size(size: Sequence[int], dynamic: bool) -> tuple[int, int]:
-    if len(size) != 2 or any(int(s) < 1 for s in size):
-        raise UserError(f"--size takes two positive numbers H W, got {list(size)}")
-    h, w = int(size[0]), int(size[1])
-    if dynamic and not all(s % SIZE_MULTIPLE == 0 and MIN_DYNAMIC_SIZE <= s <= MAX_DYNAMIC_SIZE for s in (h, w)):
-        raise UserError(f"with --dynamic the export size must be a multiple of {SIZE_MULTIPLE} between "
-                        f"{MIN_DYNAMIC_SIZE} and {MAX_DYNAMIC_SIZE}, got {h}x{w}")
-    return h, w
 
 
 def export_model(
@@ -209,36 +165,8 @@ def export_model(
         raise UserError(f"{out}: is a folder; give the file to write")
     Outputs([source] if isinstance(source, (str, os.PathLike)) else []).claim(out)  # never over the weights read
     net, task, meta = resolve_model(source, model=model, num_classes=num_classes, img_size=size)
-    net = net.eval()
-    if task == "det" and features:
-        net, task = net.backbone.body, "cls"
-    if task == "det":
-        if format != "onnx":
-            raise UserError("detectors export to ONNX only: torch.export cannot trace their data-dependent "
-                            "post-processing (NMS)")
-        if dynamic:
-            raise UserError("detectors export at a fixed canvas; --dynamic is for classifiers and backbones")
-        canvas = int(meta.get("canvas") or net.transform.max_size)
-        if size is not None and tuple(int(s) for s in size) != (canvas, canvas):
-            raise UserError(f"this detector works on a {canvas}x{canvas} canvas; --size must be {canvas} {canvas}")
-        wrapper, h, w = _Detector(net), canvas, canvas
-        outputs = ["boxes", "labels", "scores"] + (["masks"] if wrapper.masks else [])
-        example = synthetic_image(canvas)[None]
-        kind = "det"
-    else:
-        default = meta.get("img_size") or net.cfg.input_size
-        if size is None and dynamic:
-            default = formats.dynamic_size(default)  # a 32 px classifier exports at 64, whatever it was trained at
-        h, w = _check_size(size if size is not None else default, dynamic)
-        if features:
-            wrapper = _Features(net)
-            outputs, kind = wrapper.names, "features"
-        else:
-            if not net.num_classes:
-                raise UserError("this model has no classifier (num_classes=0); export its features (--features)")
-            wrapper, outputs, kind = _Logits(net), ["logits"], "cls"
-        # batch 2 when dynamic: an example of batch 1 would let torch.export fix the batch at 1
-        example = torch.randn(2 if dynamic else 1, 3, h, w)
+    plan = get_task(task).export_plan(net.eval(), meta, size=size, dynamic=dynamic, features=features, format=format)
+    wrapper, example, outputs, kind = plan.wrapper, plan.example, plan.outputs, plan.kind
     wrapper.eval()  # the exporters restore the mode they find, on the wrapper and all it holds
     meta_json = formats.onnx_metadata(kind, meta, outputs)
     shape: list[int | str] = list(example.shape)
@@ -248,21 +176,21 @@ def export_model(
     phase = Phases(say)
     what = f"{kind} {'x'.join(map(str, example.shape))}"
     with atomic_path(out) as tmp:
-        phase(f"exporting {what} to {format} ({'TorchScript-based exporter' if kind == 'det' else 'torch.export'})")
+        phase(f"exporting {what} to {format} ({'TorchScript-based exporter' if plan.scripted else 'torch.export'})")
         if format == "torch":
             program = formats.export_program(wrapper, example, dynamic)
             # through a file object: torch.export.save wants a name ending in .pt2, the
             # temporary name of the atomic write does not
             with open(tmp, "wb") as f:
                 torch.export.save(program, f)
-        elif kind == "det":
+        elif plan.scripted:
             formats.write_onnx_detector(wrapper, example, tmp, outputs, opset or DETECTION_OPSET, meta_json)
         else:
             formats.write_onnx_dynamo(wrapper, example, tmp, dynamic, outputs, opset or DEFAULT_OPSET, meta_json)
         if check:
             inputs = check_inputs(example, dynamic)
             phase(f"checking the export against PyTorch at {', '.join('x'.join(map(str, x.shape)) for x in inputs)}")
-            result.checks = check_export(tmp, format, wrapper, inputs, kind)
+            result.checks = check_export(tmp, format, wrapper, inputs, plan.compare)
         phase(None)
     return result
 

@@ -10,20 +10,46 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
+from botnet.errors import UserError
+
 ATOL = RTOL = 1e-3
 BOX_ATOL = 1e-2
 SCORE_ATOL = 1e-3
+#: dynamic export sizes: multiples of SIZE_MULTIPLE from MIN_DYNAMIC_SIZE to MAX_DYNAMIC_SIZE, so that
+#: every stride-2 layer halves evenly (what lets torch.export prove the shape arithmetic)
 SIZE_MULTIPLE = 32
-MAX_DYNAMIC_SIZE = 4096
+MIN_DYNAMIC_SIZE, MAX_DYNAMIC_SIZE = 64, 4096
 
 
 class ExportCheckError(RuntimeError):
     """The exported graph does not reproduce the PyTorch model; nothing was written."""
+
+
+def dynamic_size(size: Sequence[int]) -> tuple[int, int]:
+    """The export size a dynamic export takes for a model of input ``size`` when none is given:
+    the smallest valid size (a multiple of :data:`SIZE_MULTIPLE`, at least :data:`MIN_DYNAMIC_SIZE`)
+    not below it, so that a classifier trained at 32 px exports without a ``--size``."""
+    def valid(side: int) -> int:
+        side = -(-int(side) // SIZE_MULTIPLE) * SIZE_MULTIPLE
+        return min(max(side, MIN_DYNAMIC_SIZE), MAX_DYNAMIC_SIZE)
+
+    return valid(size[0]), valid(size[1])
+
+
+def check_size(size: Sequence[int], dynamic: bool) -> tuple[int, int]:
+    """(H, W) of an export input, refused unless a dynamic export can reach it."""
+    if len(size) != 2 or any(int(s) < 1 for s in size):
+        raise UserError(f"--size takes two positive numbers H W, got {list(size)}")
+    h, w = int(size[0]), int(size[1])
+    if dynamic and not all(s % SIZE_MULTIPLE == 0 and MIN_DYNAMIC_SIZE <= s <= MAX_DYNAMIC_SIZE for s in (h, w)):
+        raise UserError(f"with --dynamic the export size must be a multiple of {SIZE_MULTIPLE} between "
+                        f"{MIN_DYNAMIC_SIZE} and {MAX_DYNAMIC_SIZE}, got {h}x{w}")
+    return h, w
 
 
 def max_diff(got: Sequence[Any], want: Sequence[torch.Tensor], what: str) -> float:
@@ -74,7 +100,10 @@ def reference(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
-def check_export(path: Path, format: str, wrapper: nn.Module, inputs: list[torch.Tensor], kind: str):
+def check_export(path: Path, format: str, wrapper: nn.Module, inputs: list[torch.Tensor],
+                 compare: Callable[[Sequence[Any], Sequence[torch.Tensor], str], float]):
+    """``(input shape, difference)`` for each input, ``compare`` (:func:`max_diff`,
+    :func:`check_detections`) raising when the export does not reproduce ``wrapper``."""
     checks = []
     loaded = None
     if format == "torch":
@@ -88,11 +117,7 @@ def check_export(path: Path, format: str, wrapper: nn.Module, inputs: list[torch
             got = list(got) if isinstance(got, (tuple, list)) else [got]
         else:
             got = run_onnx(path, x)
-        what = f"{format} export at input {tuple(x.shape)}"
-        if kind == "det":
-            checks.append((tuple(x.shape), check_detections(got, want, what)))
-        else:
-            checks.append((tuple(x.shape), max_diff(got, want, what)))
+        checks.append((tuple(x.shape), compare(got, want, f"{format} export at input {tuple(x.shape)}")))
     return checks
 
 

@@ -11,25 +11,12 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from botnet.errors import UserError
-from botnet.export_check import SIZE_MULTIPLE
-
-MIN_DYNAMIC_SIZE, MAX_DYNAMIC_SIZE = 64, 4096
+from botnet.export_check import MAX_DYNAMIC_SIZE, MIN_DYNAMIC_SIZE, SIZE_MULTIPLE
 MAX_DYNAMIC_BATCH = 1024
 
 
 #: the names of the dynamic axes of the ``images`` input, in the ONNX file and in what is printed
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
-
-
-def dynamic_size(size: Sequence[int]) -> tuple[int, int]:
-    """The export size a dynamic export takes for a model of input ``size`` when none is given:
-    the smallest valid size (a multiple of :data:`SIZE_MULTIPLE`, at least :data:`MIN_DYNAMIC_SIZE`)
-    not below it, so that a classifier trained at 32 px exports without a ``--size``."""
-    def valid(side: int) -> int:
-        side = -(-int(side) // SIZE_MULTIPLE) * SIZE_MULTIPLE
-        return min(max(side, MIN_DYNAMIC_SIZE), MAX_DYNAMIC_SIZE)
-
-    return valid(size[0]), valid(size[1])
 
 
 def dynamic_shapes():

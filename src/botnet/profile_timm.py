@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from botnet.models import create_model
+from botnet.models import create_model, pretrained_sources
 from botnet.models.presets import TIMM_FIGURES
 from botnet.profile import count_macs, count_params
 
@@ -22,7 +22,8 @@ def timm_table() -> list[dict]:
     except ImportError:
         timm = None
     rows = []
-    for name, weights, size, params_m, gmacs, top1 in TIMM_FIGURES:
+    for name, size, params_m, gmacs, top1 in TIMM_FIGURES:
+        weights = next((s.removeprefix("timm:") for s in pretrained_sources(name) if s.startswith("timm:")), None)
         with torch.device("meta"):
             ours = create_model(name)
             theirs = timm.create_model(name, pretrained=False) if timm is not None else None

@@ -152,27 +152,15 @@ def draw_attention(picture: torch.Tensor, maps: torch.Tensor, points: Sequence[t
 
 def model_input(loaded, image) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, picture)`` for a loaded model (a :class:`botnet.Predictor` or
-    :class:`~botnet.loading.LoadedModel`): the normalised (3, h, w) backbone input of ``image``
-    and that input as a (3, h, w) uint8 picture. A classifier's input is its evaluation crop; a
-    detector's is the image with its longer side resized to the canvas, as its transform does."""
-    from torchvision.transforms.v2 import functional as TF
-
+    :class:`~botnet.weights.rebuild.LoadedModel`): the normalised (3, h, w) backbone input of ``image``
+    and that input as a (3, h, w) uint8 picture, as its task prepares it
+    (:meth:`~botnet.tasks.TaskKind.attention_input`): a classifier's evaluation crop, a detector's
+    image with its longer side resized to the canvas."""
     from botnet.data.images import read_image
+    from botnet.tasks import get_task
 
     pixels = read_image(image)
     pixels = pixels.float().div(255) if pixels.dtype == torch.uint8 else pixels
-    if loaded.task == "cls":
-        from botnet.classification.transforms import eval_transform
-
-        x = eval_transform(loaded.img_size, loaded.crop_pct, loaded.mean, loaded.std)(pixels)
-        mean, std = torch.tensor(loaded.mean)[:, None, None], torch.tensor(loaded.std)[:, None, None]
-    else:
-        h, w = pixels.shape[-2:]
-        scale = loaded.canvas / max(h, w)
-        pixels = TF.resize(pixels, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
-        transform = loaded.model.transform
-        mean = torch.tensor(transform.image_mean)[:, None, None]
-        std = torch.tensor(transform.image_std)[:, None, None]
-        x = (pixels - mean) / std
+    x, mean, std = get_task(loaded.task).attention_input(loaded, pixels)
     picture = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
     return x, picture

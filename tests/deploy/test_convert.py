@@ -7,7 +7,8 @@ from timm.layers.bottleneck_attn import BottleneckAttn
 
 from botnet.api import load
 from botnet.cli import main
-from botnet.convert import bottleneck_attn_state, convert_weights, load_timm_bottleneck_attn, timm_attention
+from botnet.weights.builder import convert_weights
+from botnet.weights.convert import bottleneck_attn_state, load_timm_bottleneck_attn, timm_attention
 from botnet.errors import UserError
 from botnet.layers.attention import MHSA2d
 
@@ -100,7 +101,7 @@ def test_cli_convert_timm_botnet_fills_every_tensor(tmp_path, capsys):
 
 
 def test_unknown_layout_is_refused():
-    from botnet.pretrained import Fetched, load_fetched
+    from botnet.weights.pretrained import Fetched, load_fetched
     from botnet.models import create_model
 
     with pytest.raises(UserError, match="no tensor fits this model"):

@@ -10,7 +10,8 @@ import torch
 from botnet.api import load
 from botnet.cli import main
 from botnet.errors import UserError
-from botnet.export import ExportCheckError, export_model, run_onnx, synthetic_image
+from botnet.export import ExportCheckError, export_model, run_onnx
+from botnet.export_check import synthetic_image
 from botnet.layers.attention import MHSA2d
 from botnet.models import create_model
 
@@ -149,7 +150,7 @@ def test_dynamic_export_of_a_small_classifier_needs_no_size(tmp_path, capsys):
 @pytest.mark.parametrize("model_size, export_size", [((32, 32), (64, 64)), ((100, 64), (128, 64)),
                                                      ((224, 224), (224, 224)), ((5000, 40), (4096, 64))])
 def test_dynamic_export_size_is_the_smallest_valid_one_not_below_the_model(model_size, export_size):
-    from botnet.export_formats import dynamic_size
+    from botnet.export_check import dynamic_size
 
     assert dynamic_size(model_size) == export_size
 

@@ -95,7 +95,7 @@ def test_under_the_threshold_a_model_without_cached_weights_trains_from_scratch(
 
 
 def test_cached_or_given_weights_fine_tune(tmp_path, empty_caches):
-    from botnet.pretrained import imagenet_cache_file
+    from botnet.weights.pretrained import imagenet_cache_file
 
     ann = coco_file(tmp_path / "train.json", 40)
     assert chosen(ann, "model.name=resnet50", "model.backbone_weights=w.pth").name == "det_finetune_small"
@@ -119,7 +119,7 @@ def test_the_cli_names_the_recipe_first_and_where_imagenet_weights_go(tmp_path, 
     from botnet.cli.det import train_overrides
     from botnet.cli.run_args import run_config
     from botnet.detection.api import choose_recipe, random_backbone_hint
-    from botnet.pretrained import imagenet_cache_file
+    from botnet.weights.pretrained import imagenet_cache_file
 
     ann = coco_file(tmp_path / "train.json", 12)
     parse = build_cli().parser.parse_args

@@ -187,11 +187,11 @@ def test_full_disk_while_writing_a_checkpoint_names_it(tmp_path, monkeypatch):
 def test_full_disk_while_writing_safetensors_names_it(tmp_path, monkeypatch):
     import torch
 
-    import botnet.weights
+    import botnet.weights.files
 
-    full_disk(monkeypatch, botnet.weights, "w.safetensors")
+    full_disk(monkeypatch, botnet.weights.files, "w.safetensors")
     with pytest.raises(UserError, match=r"cannot write .*w.safetensors: No space left on device"):
-        botnet.weights.save_weights({"a": torch.zeros(10_000)}, tmp_path / "w.safetensors")
+        botnet.weights.files.save_weights({"a": torch.zeros(10_000)}, tmp_path / "w.safetensors")
     assert listing(tmp_path) == []
 
 

@@ -127,11 +127,11 @@ def test_resume_after_a_failed_final_evaluation_evaluates(tmp_path):
 
 
 def test_resume_after_a_full_disk_at_the_final_export_finishes_the_run(tmp_path, monkeypatch):
-    import botnet.weights
+    import botnet.weights.files
 
     cfg = toy_config(**{"eval.every_epochs": 0, "checkpoint.every_steps": 0})
     with monkeypatch.context() as m:
-        full_disk(m, botnet.weights, "model.safetensors")
+        full_disk(m, botnet.weights.files, "model.safetensors")
         with pytest.raises(UserError, match=r"cannot write .*model.safetensors: No space left on device"):
             train(ToyTask(), cfg, tmp_path)
     assert list_step_checkpoints(tmp_path)[-1].name == "step_00000024.pt"  # written before the export

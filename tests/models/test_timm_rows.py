@@ -8,7 +8,7 @@ import botnet  # noqa: E402
 from botnet.layers import BoTBlock, MHSA2d  # noqa: E402
 from botnet.layers.eca import EfficientChannelAttention  # noqa: E402
 from botnet.layers.se import SqueezeExcite  # noqa: E402
-from botnet.pretrained import Fetched, load_fetched  # noqa: E402
+from botnet.weights.pretrained import Fetched, load_fetched  # noqa: E402
 
 TIMM_ROWS = ["botnet26t_256", "sebotnet33ts_256", "eca_botnext26ts_256", "botnet50ts_256"]
 

@@ -16,7 +16,8 @@ from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
 from botnet.engine.evaluate import EVAL_FILE, weights_amp
 from botnet.io import Outputs
-from botnet.loading import LoadedModel, load_model
+from botnet.tasks import CLASSIFICATION, task_title
+from botnet.weights.rebuild import LoadedModel, load_model
 
 
 #: below this many training images of sides under the training resolution, a run that names no
@@ -74,7 +75,7 @@ def train_classifier(cfg: ClassificationConfig, out_dir: str | os.PathLike,
 
 
 def _task_for_weights(loaded: LoadedModel, strict: bool) -> ClassificationTask:
-    # the evaluation preprocessing of the weights (as rebuilt by botnet.loading)
+    # the evaluation preprocessing of the weights (as rebuilt by botnet.weights.rebuild)
     data = ClsDataConfig(img_size=loaded.img_size[0], crop_pct=loaded.crop_pct, strict=strict, mean=loaded.mean,
                          std=loaded.std)
     cfg = ClassificationConfig(model=ClsModelConfig(name=loaded.metadata.get("model", "")), data=data)
@@ -102,8 +103,8 @@ def evaluate_classifier(
     outputs = Outputs([data, weights], folder=out_dir) if out_dir is not None else None  # before any work
     dev = du.select_device(device)
     loaded = load_model(weights, img_size=img_size, device=dev)
-    if loaded.task != "cls":
-        raise UserError(f"{weights}: detection weights; evaluate them with `botnet eval det`")
+    if loaded.task != CLASSIFICATION:
+        raise UserError(f"{weights}: {task_title(loaded.task)} weights; evaluate them with `botnet eval {loaded.task}`")
     if not loaded.metadata.get("class_names"):
         raise UserError(f"{weights}: no class names in this file; use the model.safetensors or best.safetensors "
                         "of a classification run")

@@ -13,6 +13,7 @@ from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainC
 from botnet.engine.config_validate import (
     IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair)
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
+from botnet.tasks import CLASSIFICATION
 
 
 @dataclass
@@ -26,7 +27,7 @@ class ClsModelConfig(Checked):
     drop_path_rate: float = 0.0
     #: any other field of the model's config, e.g. {act: silu, se_ratio: 0.0625}
     options: dict[str, Any] = field(default_factory=dict)
-    #: weights to start from (``--weights``): a source of botnet.pretrained (``imagenet``,
+    #: weights to start from (``--weights``): a source of botnet.weights.pretrained (``imagenet``,
     #: ``torchvision:ENUM``, ``timm:NAME``, a local file in any layout); a ResNet fills the matching
     #: layers and the attention stays random (the paper's ImageNet start)
     init_weights: str | None = None
@@ -71,7 +72,7 @@ class ClsLossConfig(Checked):
 
 @dataclass
 class ClassificationConfig(TrainConfig):
-    task: ClassVar[str] = "cls"
+    task: ClassVar[str] = CLASSIFICATION
     recipe: ClassVar[str] = "cls_standard_100ep"
     model: ClsModelConfig = field(default_factory=ClsModelConfig)
     data: ClsDataConfig = field(default_factory=ClsDataConfig)

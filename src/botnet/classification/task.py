@@ -17,6 +17,7 @@ from botnet.data.imagefolder import ImageFolderDataset, Unreadable, collate_skip
 from botnet.engine import distributed as du
 from botnet.engine.task import Evaluation, Task, inputs_like
 from botnet.errors import DataError, UserError
+from botnet.tasks import CLASSIFICATION
 
 
 def model_input_size(model_cfg: ClsModelConfig, img_size: int | None = None) -> tuple[int, int]:
@@ -38,7 +39,7 @@ def build_classifier(model_cfg: ClsModelConfig, num_classes: int, img_size: tupl
     if model_cfg.init_weights:
         import sys
 
-        from botnet.pretrained import load_pretrained
+        from botnet.weights.pretrained import load_pretrained
 
         # a checkpoint's own classifier only fits when the classes are the same (else re-initialised, reported)
         model.load_report = load_pretrained(model, model_cfg.init_weights, include_classifier=True)
@@ -58,7 +59,7 @@ class ClassificationTask(Task):
     """Classification over a known list of classes: from a training folder (:meth:`for_training`)
     or from the metadata of trained weights (evaluation)."""
 
-    name = "cls"
+    name = CLASSIFICATION
     main_metric = "top1"
 
     def __init__(self, cfg: ClassificationConfig, class_names: Sequence[str] | None = None,
@@ -165,5 +166,5 @@ class ClassificationTask(Task):
 
     def metadata(self) -> dict[str, Any]:
         d = self.cfg.data
-        return {"task": "cls", "class_names": list(self.class_names or []), "img_size": list(self.img_size),
+        return {"task": self.name, "class_names": list(self.class_names or []), "img_size": list(self.img_size),
                 "crop_pct": d.crop_pct, "mean": list(d.mean), "std": list(d.std)}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botnet.convert import SOURCES, convert_weights
+from botnet.weights.builder import convert_weights
+from botnet.weights.convert import SOURCES
 from botnet.engine.config_validate import image_side
 from botnet.errors import UserError
 

@@ -11,11 +11,11 @@ def register(cli) -> None:
 
 
 def run(args) -> int:
-    from botnet.pretrained import imagenet_source_for
+    from botnet.weights.pretrained import imagenet_source_for
 
     for name in list_models(args.pattern):
         cfg = get_model_config(name)
-        source = imagenet_source_for(name, cfg)
+        source = imagenet_source_for(name)
         size = f"{cfg.input_size[0]}x{cfg.input_size[1]}"
         line = f"{name:20s} {size:10s} {cfg.description}"
         print(line + (f"  [imagenet = {source}]" if source else ""))

@@ -18,7 +18,8 @@ from botnet.engine.recipes import RecipeChoice
 from botnet.errors import UserError
 from botnet.engine.evaluate import EVAL_FILE, weights_amp
 from botnet.io import Outputs
-from botnet.loading import load_model
+from botnet.tasks import DETECTION, task_title
+from botnet.weights.rebuild import load_model
 
 
 def train_detector(cfg: DetectionConfig, out_dir: str | os.PathLike,
@@ -45,7 +46,7 @@ def _say(line: str) -> None:
 def random_backbone_hint(model: DetModelConfig) -> str | None:
     """A line for a run whose backbone starts random though ImageNet weights exist for it: the
     paper (arXiv 2101.11605, the COCO experiments) starts the ResNet layers from ImageNet weights."""
-    from botnet.pretrained import imagenet_cache_file
+    from botnet.weights.pretrained import imagenet_cache_file
 
     where = imagenet_cache_file(model.name) if model.backbone_weights is None else None
     if where is None:
@@ -69,7 +70,7 @@ def choose_recipe(cfg: DetectionConfig, limit: int = SMALL_DATASET) -> RecipeCho
         return RecipeChoice(default, "the default (no readable training annotations to look at)", docs)
     if count >= limit:
         return RecipeChoice(default, f"the default, for {count:,} training images (not under {limit:,})", docs)
-    from botnet.pretrained import imagenet_cache_file
+    from botnet.weights.pretrained import imagenet_cache_file
 
     why = f"chosen from the data: {count:,} training images (under {limit:,}), "
     if cfg.model.backbone_weights is not None:
@@ -113,8 +114,9 @@ def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights
     info = du.setup("auto", dev)
     try:
         loaded = load_model(weights, img_size=canvas, device=dev)
-        if loaded.task != "det":
-            raise UserError(f"{weights}: classification weights; evaluate them with `botnet eval cls`")
+        if loaded.task != DETECTION:
+            raise UserError(f"{weights}: {task_title(loaded.task)} weights; evaluate them with "
+                            f"`botnet eval {loaded.task}`")
         task = _task_for_weights(loaded.metadata, strict, loaded.canvas)
         dataset = task.build_val_dataset(str(images), str(ann))
         amp = weights_amp(dev, amp, loaded.metadata)
@@ -137,7 +139,7 @@ def predict_images(images: Sequence[str | os.PathLike], weights: str | os.PathLi
     ``detections.json`` in ``out_dir`` (see :func:`~botnet.detection.predict.write_predictions`)."""
     dev = du.select_device(device)
     loaded = load_model(weights, img_size=canvas, device=dev)
-    if loaded.task != "det":
-        raise UserError(f"{weights}: classification weights; use `botnet predict cls`")
+    if loaded.task != DETECTION:
+        raise UserError(f"{weights}: {task_title(loaded.task)} weights; use `botnet predict {loaded.task}`")
     return write_predictions(loaded.model, images, loaded.class_names, out_dir, cat_ids=loaded.metadata.get("cat_ids"),
                              score_thresh=score_thresh, device=dev)

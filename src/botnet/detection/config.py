@@ -14,6 +14,7 @@ from botnet.engine.config import (
     EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig, from_dict, to_dict)
 from botnet.engine.config_validate import (
     CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+from botnet.tasks import DETECTION
 
 #: the feature pyramid's levels p2..p6: one anchor size each
 PYRAMID_LEVELS = 5
@@ -51,7 +52,7 @@ class DetModelConfig(Checked):
     #: bn (trainable) | frozen (FrozenBatchNorm2d, for fine-tuning at small batch) | syncbn (trainable,
     #: synchronized across processes when training under torch.distributed on CUDA, as in the paper)
     norm: str = "syncbn"
-    #: backbone start (``--backbone-weights``): a source of botnet.pretrained (``imagenet`` is the
+    #: backbone start (``--backbone-weights``): a source of botnet.weights.pretrained (``imagenet`` is the
     #: paper's setting, ``timm:NAME``, a local file); a ResNet leaves the attention random
     backbone_weights: str | None = None
     #: 0: train everything; 1: freeze the stem; k: the stem and the first k-1 stages
@@ -113,7 +114,7 @@ class DetDataConfig(Checked):
 
 @dataclass
 class DetectionConfig(TrainConfig):
-    task: ClassVar[str] = "det"
+    task: ClassVar[str] = DETECTION
     recipe: ClassVar[str] = "det_12ep"
     model: DetModelConfig = field(default_factory=DetModelConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)

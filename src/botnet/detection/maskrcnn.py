@@ -65,7 +65,7 @@ def freeze_stages(body: nn.Module, freeze_at: int) -> None:
 def build_backbone(cfg: DetModelConfig, canvas: int = DetDataConfig.canvas) -> BackboneWithFPN:
     """The registered backbone ``cfg.name`` (``botnet.list_models()``) wrapped with an FPN.
 
-    ``cfg.backbone_weights``: a weights source (:mod:`botnet.pretrained`: ``imagenet``,
+    ``cfg.backbone_weights``: a weights source (:mod:`botnet.weights.pretrained`: ``imagenet``,
     ``torchvision:...``, ``timm:...`` or a file); from a ResNet every layer but the attention ones,
     which start random as in the paper; from timm's BoTNets every layer.
     """
@@ -74,7 +74,7 @@ def build_backbone(cfg: DetModelConfig, canvas: int = DetDataConfig.canvas) -> B
     body = create_model(cfg.name, num_classes=0, norm_layer=_norm_layer(cfg.norm), img_size=canvas, **cfg.options)
     body.load_report = None
     if cfg.backbone_weights is not None:
-        from botnet.pretrained import load_pretrained
+        from botnet.weights.pretrained import load_pretrained
 
         body.load_report = load_pretrained(body, cfg.backbone_weights, include_classifier=False,
                                            what="backbone weights")

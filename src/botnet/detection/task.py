@@ -19,6 +19,7 @@ from botnet.engine import distributed as du
 from botnet.engine.config import to_dict
 from botnet.engine.task import Evaluation, Task
 from botnet.errors import UserError
+from botnet.tasks import DETECTION
 
 
 def _plain(value):
@@ -76,7 +77,7 @@ class DetectionTask(Task):
     """A detection task for a known set of classes: from a training set (:meth:`for_training`) or
     from the metadata of trained weights (evaluation)."""
 
-    name = "det"
+    name = DETECTION
     main_metric = "box_ap"
 
     def __init__(self, cfg: DetectionConfig, class_names: Sequence[str], cat_ids: Sequence[int] | None = None,
@@ -164,7 +165,7 @@ class DetectionTask(Task):
         return Evaluation(metrics, evaluator.results, details)
 
     def metadata(self) -> dict[str, Any]:
-        return {"task": "det", "class_names": list(self.class_names), "cat_ids": list(self.cat_ids),
+        return {"task": self.name, "class_names": list(self.class_names), "cat_ids": list(self.cat_ids),
                 "canvas": self.cfg.data.canvas, "detector": to_dict(self.cfg.model)}
 
 

@@ -25,10 +25,9 @@ import torch
 
 from botnet.errors import UserError
 from botnet.io import atomic_path
+from botnet.tasks import task_title
 
 CHECKPOINT_DIR = "checkpoints"
-#: how a message names the run of a task
-TASK_WORDS = {"cls": "classification", "det": "detection"}
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 #: what the trainer reads from a checkpoint to continue a run
 TRAINING_KEYS = ("step", "steps_per_epoch", "model", "optimizer", "scheduler", "scaler", "rng")
@@ -126,7 +125,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     meta = state.get("metadata")
     saved = meta.get("task") if isinstance(meta, dict) else None
     if task is not None and saved and saved != task:
-        raise UserError(f"{path}: this checkpoint is a {TASK_WORDS.get(saved, repr(saved))} run, which `botnet train "
+        raise UserError(f"{path}: this checkpoint is a {task_title(saved)} run, which `botnet train "
                         f"{task}` cannot continue; resume it with `botnet train {saved}`")
     return state
 

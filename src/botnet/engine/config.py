@@ -157,7 +157,7 @@ class EvalConfig(Checked):
 
 @dataclass
 class TrainConfig:
-    #: the task the config is for ("cls", "det"), written into a run's config.yaml so that
+    #: the task the config is for (a name of botnet.tasks), written into a run's config.yaml so that
     #: resuming a run with the other task's command is refused by name
     task: ClassVar[str] = ""
     #: the shipped recipe whose values these defaults are (botnet.engine.recipes)

@@ -45,7 +45,7 @@ class Evaluation:
 
 
 class Task(abc.ABC):
-    #: short name used on the command line and in run folders: "cls" or "det"
+    #: the task's registered name (:mod:`botnet.tasks`): on the command line and in run folders
     name: str = ""
     #: key of the metric that selects the best checkpoint (higher is better), e.g. "top1", "box_ap"
     main_metric: str = ""

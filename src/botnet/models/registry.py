@@ -1,4 +1,7 @@
-"""``create_model`` / ``list_models``: every preset by name."""
+"""``create_model`` / ``list_models``: every preset by name, with the weights sources published for it.
+
+These build models with initialised weights only; ``botnet.create_model(name, pretrained=...)``
+(:mod:`botnet.weights.builder`) builds through here and then loads weights."""
 from __future__ import annotations
 
 import fnmatch
@@ -12,12 +15,16 @@ from botnet.models.config import ModelConfig
 from botnet.models.presets import PRESETS
 
 _REGISTRY: dict[str, ModelConfig] = {}
+_PRETRAINED: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(name: str, cfg: ModelConfig) -> None:
+def register_model(name: str, cfg: ModelConfig, pretrained: tuple[str, ...] = ()) -> None:
+    """Register ``cfg`` as ``name``; ``pretrained``: weights sources published for it, the first
+    being what ``pretrained="imagenet"`` means (:mod:`botnet.weights.pretrained`)."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
     _REGISTRY[name] = cfg
+    _PRETRAINED[name] = tuple(pretrained)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -33,37 +40,32 @@ def get_model_config(name: str) -> ModelConfig:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
+def pretrained_sources(name: str) -> tuple[str, ...]:
+    """The weights sources registered with model ``name`` (empty: none, or no such model)."""
+    return _PRETRAINED.get(name, ())
+
+
 def create_model(
     name: str,
     num_classes: int = 1000,
     in_chans: int = 3,
     norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     img_size: int | tuple[int, int] | None = None,
-    pretrained: str | None = None,
     **overrides: Any,
 ) -> BoTNet:
-    """Build a registered model.
+    """Build a registered model, its weights initialised.
 
     ``img_size`` sets the default input (and so the native size of the attention tables); any
     field of :class:`ModelConfig` can be overridden by keyword (``drop_path_rate=0.1``,
     ``act="silu"``, ``pos_enc="absolute"``...). ``norm_layer`` takes e.g.
     ``torchvision.ops.FrozenBatchNorm2d`` for detection.
-
-    ``pretrained``: weights to start from (:mod:`botnet.pretrained`): ``"imagenet"``,
-    ``"torchvision:ResNet50_Weights.IMAGENET1K_V2"``, ``"timm:botnet26t_256.c1_in1k"`` or a local
-    file; what was loaded, skipped and left at init is in ``model.load_report``.
     """
     cfg = get_model_config(name)
     if img_size is not None:
         overrides["input_size"] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     cfg = cfg.replace(**overrides)
-    model = BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
-    if pretrained:
-        from botnet.pretrained import load_pretrained
-
-        model.load_report = load_pretrained(model, pretrained)
-    return model
+    return BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
 
 
-for _name, _cfg in PRESETS.items():
-    register_model(_name, _cfg)
+for _name, (_cfg, _sources) in PRESETS.items():
+    register_model(_name, _cfg, _sources)

@@ -1,4 +1,5 @@
-"""Weights of other libraries in our module names, and ``botnet convert`` to our safetensors.
+"""Weights of other libraries in our module names (``botnet convert`` writes them to our safetensors:
+:func:`botnet.weights.builder.convert_weights`).
 
 Layouts (``layout=``; ``"auto"`` recognises them from the keys):
 
@@ -37,17 +38,15 @@ divided by it: the same logits. Tables made for another map size are resized on 
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from botnet.errors import UserError
-from botnet.weights import LoadReport, adapt_position_tables, save_weights
+from botnet.weights.files import adapt_position_tables
 
 LAYOUTS = ("auto", "timm", "torchvision")
 ALIASES = {"resnet": "torchvision", "timm-byobnet": "timm"}
@@ -207,64 +206,3 @@ def classifier_size(state: Mapping[str, torch.Tensor]) -> int:
         if key in state and state[key].dim() == 2:
             return int(state[key].shape[0])
     return 0
-
-
-def convert_weights(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    model: str,
-    *,
-    source: str = "auto",
-    num_classes: int | None = None,
-    class_names: Sequence[str] | None = None,
-    img_size: int | Sequence[int] | None = None,
-    scale_pos_embed: bool = False,
-    strict: bool = False,
-    **overrides: Any,
-) -> LoadReport:
-    """Fill the registered ``model`` from ``src`` and write it with its metadata to ``out``.
-
-    ``src``: a ``.pth`` / ``.pt`` / ``.safetensors`` file in torchvision's, timm's or our layout,
-    or a named source (``timm:botnet26t_256.c1_in1k``, ``torchvision:ResNet50_Weights.IMAGENET1K_V2``;
-    see :mod:`botnet.pretrained`). ``source`` forces the layout. ``num_classes`` defaults to the
-    checkpoint's classifier (0: none); a classifier of another size is re-initialised. With
-    ``strict`` every tensor of the model must come from the checkpoint. ``class_names`` default
-    to the ImageNet names for 1000 classes. ``overrides`` are ModelConfig fields. Nothing is
-    written unless the weights fit, and never over ``src``.
-    """
-    from botnet.io import Outputs
-    from botnet.models import create_model
-    from botnet.pretrained import fetch, imagenet_source, load_fetched
-
-    out = Outputs([src]).claim(out)  # before any work
-    if str(src) == "imagenet":  # resolved for the model: its architecture decides
-        with torch.device("meta"):
-            src = imagenet_source(create_model(model, img_size=img_size, **overrides))
-    fetched = fetch(str(src))
-    if num_classes is None:
-        num_classes = classifier_size(fetched.state)
-    net = create_model(model, num_classes=num_classes, img_size=img_size, **overrides)
-    report = load_fetched(net, fetched, include_classifier=True, strict=strict, layout=source,
-                          scale_pos_embed=scale_pos_embed)
-    if class_names is None and num_classes == 1000:
-        class_names = imagenet_class_names()
-    if class_names is not None and len(class_names) != num_classes:
-        raise UserError(f"{len(class_names)} class names for a classifier of {num_classes} classes")
-    meta: dict[str, Any] = {
-        "task": "cls", "img_size": list(net.cfg.input_size), "crop_pct": 0.875,
-        "mean": list(net.default_cfg["mean"]), "std": list(net.default_cfg["std"]),
-        "converted_from": {"file": Path(str(src)).name, "source": fetched.origin, "layout": source,
-                           "loaded": len(report.loaded), "left_at_init": report.missing[:50],
-                           "skipped": report.skipped[:50]},
-    }
-    if class_names is not None:
-        meta["class_names"] = list(class_names)
-    save_weights(net, out, meta)
-    return report
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in index order (shipped with torchvision, no download)."""
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-    return list(_IMAGENET_CATEGORIES)

@@ -1,8 +1,9 @@
-"""Weights I/O: safetensors files with a JSON metadata header, position-table resizing on load,
-and initialisation of a BoTNet from a ResNet checkpoint (the paper's ImageNet-ResNet start).
+"""Weights files: safetensors with a JSON metadata header, position-table resizing on load, and the
+report of what loading other weights into a model did (:class:`LoadReport`).
 
 Loading never executes code from a file: safetensors, or ``torch.load(weights_only=True)`` for
-``.pth`` / ``.pt`` checkpoints of other libraries.
+``.pth`` / ``.pt`` checkpoints of other libraries. The metadata convention:
+:mod:`botnet.weights.rebuild`.
 """
 from __future__ import annotations
 
@@ -172,86 +173,3 @@ class LoadReport:
         if self.resized:
             text += f"; {len(self.resized)} position tables resized to the model's map sizes"
         return (f"{self.origin}: " if self.origin else "") + text
-
-
-def load_backbone_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
-                          include_classifier: bool = True) -> LoadReport:
-    """Fill every layer of ``model`` that a torchvision- or timm-layout ResNet checkpoint has.
-
-    Our modules use torchvision's names (conv1, bn1, layerN.i.convK / bnK / downsample, fc; timm's
-    ResNets use the same), so a same-depth ResNet fills everything except the attention, which stays
-    random, as in the paper. Tensors whose shape differs (a classifier for other classes) are
-    skipped and reported."""
-    state = dict(source) if isinstance(source, Mapping) else load_state_dict(source)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    target = model.state_dict()
-    report = LoadReport()
-    usable = {}
-    for key, value in state.items():
-        if key in target and target[key].shape == value.shape and (include_classifier or not key.startswith("fc.")):
-            usable[key] = value
-            report.loaded.append(key)
-        else:
-            report.skipped.append(key)
-    model.load_state_dict(usable, strict=False)
-    report.missing = [k for k in target if k not in usable and not k.endswith("num_batches_tracked")]
-    return report
-
-
-def _is_attention(key: str) -> bool:
-    return ".attn." in key and key.rsplit(".", 1)[-1] in ("weight", "bias", "rel_h", "rel_w", "abs_h", "abs_w")
-
-
-def _block_of(key: str) -> str:
-    return key.split(".conv2.")[0].split(".attn.")[0]
-
-
-def load_mapped_state(model: nn.Module, state: Mapping[str, torch.Tensor], unmapped: list[str] | None = None, *,
-                      include_classifier: bool = True, strict: bool = False, origin: str = "",
-                      hint: str = "") -> LoadReport:
-    """Load a state dict already in ``model``'s names, refusing weights made for another architecture.
-
-    Allowed gaps, reported: a block that is a BoT block on one side and a conv block on the other
-    (its 3x3 conv skipped / its attention left at init: the paper's ImageNet-ResNet start) and a
-    classifier of another class count (re-initialised), or any classifier without
-    ``include_classifier``. Anything else that does not fit is a :class:`UserError` naming the
-    architecture fields that differ (``hint`` is added to it). ``strict``: nothing may stay at init.
-    """
-    from botnet.models.describe import architecture_differences, describe_model, describe_state
-
-    state = dict(state)
-    report = LoadReport(skipped=list(unmapped or []), origin=origin)
-    report.resized = adapt_position_tables(state, model)
-    target = model.state_dict()
-    fc_fits = all(k in state and state[k].shape == target[k].shape for k in target if k.startswith("fc."))
-    use_fc = include_classifier and fc_fits
-    diffs = architecture_differences(describe_state(state), describe_model(model))
-    bad = [f"{k}: weights {tuple(v.shape)}, model {tuple(target[k].shape)}" for k, v in state.items()
-           if k in target and v.shape != target[k].shape and not k.startswith("fc.")]
-    spatial_gaps = {_block_of(k) for k in target if k not in state and (_is_attention(k) or ".conv2." in k)}
-    unexplained = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
-                   and not k.startswith("fc.") and _block_of(k) not in spatial_gaps]
-    extra = [k for k in state if k not in target and not k.startswith("fc.") and _block_of(k) not in spatial_gaps
-             and not k.endswith("num_batches_tracked")]  # FrozenBatchNorm2d keeps no count
-    name = origin or "the weights"
-    if not any(k in target for k in state):
-        raise UserError(f"{name}: no tensor fits this model (is it a ResNet / BoTNet state dict?)"
-                        + (f"; {hint}" if hint else ""))
-    if diffs or bad or unexplained or extra:
-        lines = diffs or bad[:8] or ([f"not in the weights: {k}" for k in unexplained[:8]]
-                                     + [f"not in the model: {k}" for k in extra[:8]])
-        raise UserError(f"{name}: made for another architecture than this model"
-                        + (f" ({hint})" if hint else "") + "; what differs:\n  " + "\n  ".join(lines))
-    usable = {k: v for k, v in state.items() if k in target and (use_fc or not k.startswith("fc."))}
-    model.load_state_dict(usable, strict=False)
-    report.loaded = list(usable)
-    report.skipped += [k for k in state if k not in usable]
-    report.missing = [k for k in target if k not in usable and not k.endswith("num_batches_tracked")]
-    if include_classifier and not fc_fits and any(k.startswith("fc.") for k in target):
-        n = state["fc.weight"].shape[0] if "fc.weight" in state else 0
-        report.reinitialised = [f"{getattr(model, 'num_classes', '?')} classes; the weights have {n or 'none'}"]
-    if strict and report.missing:
-        more = "..." if len(report.missing) > 8 else ""
-        raise UserError(f"{name}: {len(report.missing)} tensors of the model are not in the weights (--strict): "
-                        f"{', '.join(report.missing[:8])}{more}")
-    return report

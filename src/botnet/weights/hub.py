@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import torch
 
 from botnet.errors import UserError
-from botnet.weights import load_state_dict
+from botnet.weights.files import load_state_dict
 
 OFFLINE_ENV = "BOTNET_OFFLINE"
 TIMEOUT_ENV = "BOTNET_DOWNLOAD_TIMEOUT"

@@ -13,9 +13,10 @@ A SOURCE is one of
   timm's rows;
 - a local ``.pth`` / ``.pt`` / ``.safetensors`` file in our, timm's or torchvision's layout.
 
-Every source is converted on the fly (:mod:`botnet.convert`) and checked against the model
-(:func:`botnet.weights.load_mapped_state`). How files are fetched and cached, and what happens
-offline: :mod:`botnet.hub`.
+Every source is converted on the fly (:mod:`botnet.weights.convert`) and checked against the model
+(:func:`botnet.weights.fit.load_mapped_state`). How files are fetched and cached, and what happens
+offline: :mod:`botnet.weights.hub`. What ``imagenet`` means for each model is registered beside its
+preset row (:mod:`botnet.models.presets`).
 """
 from __future__ import annotations
 
@@ -28,19 +29,13 @@ import torch
 from torch import nn
 
 from botnet.errors import UserError
-from botnet.hub import from_hf_cache, from_torch_hub
-from botnet.weights import LoadReport, load_mapped_state, load_state_dict, read_metadata
+from botnet.models import list_models, pretrained_sources
+from botnet.weights.convert import to_our_names
+from botnet.weights.files import LoadReport, load_state_dict, read_metadata
+from botnet.weights.fit import load_mapped_state
+from botnet.weights.hub import from_hf_cache, from_torch_hub
 
 PREFIXES = ("torchvision", "timm")
-#: ``imagenet`` for timm's rows: timm's ImageNet-1k weights
-TIMM_IMAGENET = {
-    "botnet26t_256": "timm:botnet26t_256.c1_in1k",
-    "sebotnet33ts_256": "timm:sebotnet33ts_256.a1h_in1k",
-    "eca_botnext26ts_256": "timm:eca_botnext26ts_256.c1_in1k",
-}
-#: ``imagenet`` for the paper's depths: torchvision's weights enum of the same-depth ResNet
-TORCHVISION_DEPTHS = {(3, 4, 6, 3): "ResNet50_Weights", (3, 4, 23, 3): "ResNet101_Weights",
-                      (3, 8, 36, 3): "ResNet152_Weights"}
 
 
 @dataclass
@@ -72,6 +67,12 @@ def _close(name: str, known: list[str]) -> str:
     return f"; close matches: {', '.join(close)}" if close else ""
 
 
+def _resnet_named(enum: str) -> str:
+    # our ResNet row that a torchvision ResNet enum's weights were made for ("" when none)
+    name = enum.removesuffix("_Weights").lower()
+    return name if name.startswith("resnet") and name in list_models() else ""
+
+
 def _fetch_torchvision(name: str, text: str) -> Fetched:
     import torchvision
 
@@ -82,8 +83,7 @@ def _fetch_torchvision(name: str, text: str) -> Fetched:
                         "(torchvision's ResNets: ResNet50_Weights, ResNet101_Weights, ResNet152_Weights)") from None
     state, file = from_torch_hub(text, weights.url, lambda: weights.get_state_dict(
         progress=False, weights_only=True, map_location="cpu", check_hash=False))
-    enum = type(weights).__name__
-    arch = {v: f"resnet{v[6:-8]}" for v in TORCHVISION_DEPTHS.values()}.get(enum, "")
+    arch = _resnet_named(type(weights).__name__)
     return Fetched(state, f"{text} ({file})", "torchvision", arch)
 
 
@@ -108,8 +108,6 @@ def _timm_cfg(name: str, text: str):
 
 
 def _fetch_timm(name: str, text: str) -> Fetched:
-    from botnet.models import list_models
-
     cfg = _timm_cfg(name, text)
     full = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
     arch = cfg.architecture if cfg.architecture in list_models() else ""
@@ -128,26 +126,26 @@ def _fetch_timm(name: str, text: str) -> Fetched:
 # -- sources ---------------------------------------------------------------------------------------
 
 
-def imagenet_source_for(name: str, cfg) -> str | None:
-    """What ``imagenet`` means for a model (None: nothing): timm's weights for timm's rows, else
-    the same-depth torchvision ResNet's ``DEFAULT`` (current best) weights."""
-    if name in TIMM_IMAGENET:
-        return TIMM_IMAGENET[name]
-    enum = TORCHVISION_DEPTHS.get(tuple(cfg.layers)) if cfg is not None and cfg.stem == "7x7" else None
-    if enum is None:
+def imagenet_source_for(name: str) -> str | None:
+    """What ``imagenet`` means for the registered model ``name`` (None: nothing): the first source
+    registered with it, a torchvision enum's ``DEFAULT`` resolved to the weights it stands for."""
+    sources = pretrained_sources(name)
+    if not sources:
         return None
-    import torchvision
+    prefix, _, rest = sources[0].partition(":")
+    if prefix == "torchvision" and rest.endswith(".DEFAULT"):
+        import torchvision
 
-    return f"torchvision:{enum}.{torchvision.models.get_weight(f'{enum}.DEFAULT').name}"
+        return f"torchvision:{rest[:-len('DEFAULT')]}{torchvision.models.get_weight(rest).name}"
+    return sources[0]
 
 
 def imagenet_cache_file(name: str) -> tuple[Path, bool] | None:
     """Where a registered model's ``imagenet`` weights are kept in their library's cache, and
     whether they are there now (None: ``imagenet`` names nothing for it). No network call."""
-    from botnet.hub import hf_cache_place, hf_cached_file, torch_hub_file
-    from botnet.models import get_model_config
+    from botnet.weights.hub import hf_cache_place, hf_cached_file, torch_hub_file
 
-    source = imagenet_source_for(name, get_model_config(name))
+    source = imagenet_source_for(name)
     if source is None:
         return None
     prefix, _, rest = source.partition(":")
@@ -167,11 +165,11 @@ def imagenet_cache_file(name: str) -> tuple[Path, bool] | None:
 def imagenet_source(model: nn.Module) -> str:
     """:func:`imagenet_source_for` a model, or a :class:`UserError` saying what exists."""
     name = getattr(model, "name", "")
-    source = imagenet_source_for(name, getattr(model, "cfg", None))
+    source = imagenet_source_for(name)
     if source is None:
-        raise UserError(f"'imagenet' has no weights for {name or 'this model'}: it names the same-depth torchvision "
-                        "ResNet's (layers (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3): resnet / botnet 50, 101, 152) "
-                        f"or timm's for {', '.join(TIMM_IMAGENET)}; name a source (torchvision:..., timm:..., a file)")
+        known = [n for n in list_models() if pretrained_sources(n)]
+        raise UserError(f"'imagenet' has no weights for {name or 'this model'}: it names the weights registered with "
+                        f"{', '.join(known)}; name a source (torchvision:..., timm:..., a file)")
     return source
 
 
@@ -201,8 +199,6 @@ def fetch(source: str | os.PathLike, model: nn.Module | None = None, what: str =
 def load_fetched(model: nn.Module, fetched: Fetched, *, include_classifier: bool = True, strict: bool = False,
                  layout: str | None = None, scale_pos_embed: bool = False) -> LoadReport:
     """Convert ``fetched`` to ``model``'s names (``layout`` overrides the source's) and load it."""
-    from botnet.convert import to_our_names
-
     layout = fetched.layout if layout in (None, "auto") else layout
     mapped, unmapped = to_our_names(fetched.state, model, layout, scale_pos_embed)
     name = getattr(model, "name", "")

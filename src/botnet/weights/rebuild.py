@@ -1,18 +1,20 @@
 """Rebuilding a model from a weights file: the one place where that happens.
 
-``load_model(path)`` reads the file's metadata, builds the architecture it describes (a classifier
-from its :class:`~botnet.models.ModelConfig`, a detector from its ``detector`` description), checks
-that the description agrees with the tensors in the file before anything is allocated, loads the
-weights and returns a :class:`LoadedModel` with the preprocessing the model was trained with.
-``botnet.load`` (prediction), the ``eval`` commands and ``export`` all go through it.
+``load_model(path)`` reads the file's metadata (the convention: below) and hands the file to the task it names (:mod:`botnet.tasks`), which builds the architecture the
+metadata describes, checks it against the tensors in the file before anything is allocated
+(:func:`build_checked`), loads the weights and returns a :class:`LoadedModel` with the
+preprocessing the model was trained with. ``botnet.load`` (prediction), the ``eval`` commands and
+``export`` all go through it. A classifier is rebuilt here (:func:`build_classifier_from_file`):
+it is a model of :mod:`botnet.models` and needs no task code.
 
 Metadata convention
 -------------------
-A weights file is a safetensors file whose header holds a JSON object (``botnet.weights``
-writes it; :func:`botnet.weights.read_metadata` reads it). These keys are used:
+A weights file is a safetensors file whose header holds a JSON object under the key ``botnet``
+(:func:`botnet.weights.files.save_weights` writes it; :func:`botnet.weights.files.read_metadata`
+reads it). These keys are used:
 
 ``task``
-    ``"cls"`` (classification) or ``"det"`` (detection). Absent: ``"cls"``.
+    The registered task name (:mod:`botnet.tasks`); absent: :data:`botnet.tasks.DEFAULT`.
 ``class_names``
     The class names in index order. Detection: the object categories only (label ``i`` of the
     detector, 1-based, is ``class_names[i - 1]``; 0 is the background). Absent: ``"0"``, ``"1"``...
@@ -31,7 +33,6 @@ writes it; :func:`botnet.weights.read_metadata` reads it). These keys are used:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +42,12 @@ import torch
 from torch import nn
 
 from botnet.errors import UserError
+from botnet.models import BoTNet, ModelConfig, get_model_config
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
+from botnet.tasks import DEFAULT, get_task
+from botnet.weights.files import load_state_dict, load_weights, read_metadata
+from botnet.weights.fit import differences
 
-TASKS = ("cls", "det")
 #: ModelConfig fields that do not change the weights or the function of a trained model:
 #: position tables are resized to any input size, the rest only act during training or at init.
 CONFIG_FIELDS_FREE_AT_INFERENCE = ("input_size", "drop_rate", "drop_path_rate", "zero_init_last", "description")
@@ -75,16 +79,7 @@ class LoadedModel:
 def config_differences(file_config: Mapping[str, Any], model_config: Mapping[str, Any]) -> list[str]:
     """``"field: file X, model Y"`` for every architecture field that differs between two config
     dicts (fields free at inference, such as ``input_size``, are ignored)."""
-    diffs = []
-    for key in sorted(set(file_config) | set(model_config)):
-        if key in CONFIG_FIELDS_FREE_AT_INFERENCE:
-            continue
-        a, b = file_config.get(key), model_config.get(key)
-        a = list(a) if isinstance(a, tuple) else a
-        b = list(b) if isinstance(b, tuple) else b
-        if a != b:
-            diffs.append(f"{key}: file {a!r}, model {b!r}")
-    return diffs
+    return differences(file_config, model_config, ("file", "model"), CONFIG_FIELDS_FREE_AT_INFERENCE)
 
 
 def header_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
@@ -98,7 +93,7 @@ def header_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
         raise UserError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def _build_checked(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
+def build_checked(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
     """``build()`` once on the meta device (no memory) to compare its tensor shapes with the file's,
     then for real: a description that does not fit the tensors, crafted or stale, is refused before
     a large model is allocated."""
@@ -126,9 +121,7 @@ def _build_checked(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
 # -- classifiers ---------------------------------------------------------------------------------
 
 
-def _config_from_metadata(path, meta: Mapping[str, Any]):
-    from botnet.models import ModelConfig
-
+def _config_from_metadata(path, meta: Mapping[str, Any]) -> ModelConfig:
     try:
         return ModelConfig.from_dict(dict(meta["config"]))
     except UserError as e:
@@ -144,8 +137,6 @@ def _num_classes(path: Path, meta: Mapping[str, Any]) -> int:
         return len(meta["class_names"])
     shape = header_shapes(path).get("fc.weight") if path.suffix == ".safetensors" else None
     if shape is None:
-        from botnet.weights import load_state_dict
-
         weight = load_state_dict(path).get("fc.weight")
         shape = tuple(weight.shape) if weight is not None else None
     return int(shape[0]) if shape else 0
@@ -155,9 +146,6 @@ def build_classifier_from_file(path: str | os.PathLike, meta: Mapping[str, Any],
                                img_size: int | Sequence[int] | None = None, **overrides: Any) -> nn.Module:
     """A BoTNet / ResNet described by ``meta`` (or by ``model`` for files without a description),
     with the file's weights loaded. When both describe it, they must agree."""
-    from botnet.models import BoTNet, get_model_config
-    from botnet.weights import load_weights
-
     path = Path(path)
     name = model or meta.get("model") or ""
     if "config" in meta:
@@ -177,48 +165,12 @@ def build_classifier_from_file(path: str | os.PathLike, meta: Mapping[str, Any],
     if img_size is not None:
         cfg = cfg.replace(input_size=(img_size, img_size) if isinstance(img_size, int) else tuple(img_size))
     num_classes = _num_classes(path, meta)
-    net = _build_checked(path, lambda: BoTNet(cfg, num_classes=num_classes, name=name))
-    load_weights(net, path)
-    return net
-
-
-# -- detectors -----------------------------------------------------------------------------------
-
-
-def build_detector_from_file(path: str | os.PathLike, meta: Mapping[str, Any], canvas: int | None = None,
-                             score_thresh: float | None = None) -> nn.Module:
-    """The Mask R-CNN / Faster R-CNN of a ``"det"`` file with its weights. ``canvas`` evaluates at
-    another size than the one trained at (the attention follows)."""
-    from botnet.detection.config import DetModelConfig
-    from botnet.detection.maskrcnn import build_maskrcnn
-    from botnet.engine.config import from_dict
-    from botnet.weights import load_weights
-
-    path = Path(path)
-    if meta.get("task") != "det" or not meta.get("class_names") or "detector" not in meta:
-        raise UserError(f"{path}: not detection weights (no class names / detector description); use "
-                        "the model.safetensors or best.safetensors of a `botnet train det` run")
-    try:
-        model_cfg = dataclasses.replace(from_dict(DetModelConfig, meta["detector"], "detector"), backbone_weights=None)
-        if score_thresh is not None:
-            model_cfg = dataclasses.replace(model_cfg, score_thresh=score_thresh)
-        size = int(canvas or meta["canvas"])
-        num_classes = len(meta["class_names"])
-    except UserError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: the detector description in the metadata is not usable "
-                        f"({type(e).__name__}: {e})") from None
-    net = _build_checked(path, lambda: build_maskrcnn(model_cfg, num_classes, canvas=size))
+    net = build_checked(path, lambda: BoTNet(cfg, num_classes=num_classes, name=name))
     load_weights(net, path)
     return net
 
 
 # -- any file ------------------------------------------------------------------------------------
-
-
-def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def load_model(weights: str | os.PathLike, model: str | None = None, *, img_size: int | Sequence[int] | None = None,
@@ -229,27 +181,9 @@ def load_model(weights: str | os.PathLike, model: str | None = None, *, img_size
     checkpoint); for a file with one it is checked against it and a difference names the field.
     ``img_size`` changes the classification input size (position tables are resized), or a
     detector's canvas; ``overrides`` are ModelConfig fields for files without a config."""
-    from botnet.weights import read_metadata
-
     path = Path(weights)
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     meta = read_metadata(path) if path.suffix == ".safetensors" else {}
-    task = meta.get("task", "cls")
-    if task not in TASKS:
-        raise UserError(f"{path}: unknown task {task!r} in the metadata (expected one of {TASKS})")
-    if task == "det":
-        if img_size is not None and not isinstance(img_size, int):
-            raise UserError("a detector takes one canvas size (img_size=N), not a pair")
-        net = build_detector_from_file(path, meta, img_size)
-        return LoadedModel(net.to(device).eval(), "det", list(meta["class_names"]), meta,
-                           canvas=int(img_size or meta["canvas"]), path=path)
-    net = build_classifier_from_file(path, meta, model, img_size, **overrides)
-    names = list(meta.get("class_names") or [str(i) for i in range(net.num_classes)])
-    if len(names) != net.num_classes:
-        raise UserError(f"{path}: {len(names)} class names in the metadata but the classifier has "
-                        f"{net.num_classes} outputs")
-    return LoadedModel(net.to(device).eval(), "cls", names, meta,
-                       img_size=_size_pair(img_size or meta.get("img_size") or net.cfg.input_size),
-                       crop_pct=float(meta.get("crop_pct", 0.875)), mean=tuple(meta.get("mean", IMAGENET_MEAN)),
-                       std=tuple(meta.get("std", IMAGENET_STD)), path=path)
+    kind = get_task(meta.get("task", DEFAULT), where=path)
+    return kind.rebuild(path, meta, model=model, img_size=img_size, device=device, overrides=overrides)
