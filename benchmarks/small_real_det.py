@@ -12,7 +12,7 @@ Two sets of small objects, both read from files that packages ship (nothing is d
   tiles, the lower half held-out tiles; a nucleus crossed by the cut belongs to the half holding
   most of it and is blanked to the background in the other.
 
-Ours: ``botnet train det --model M --canvas C --anchors auto --epochs E --batch-size B`` (the
+Ours: ``botnet train det --model M --img-size C --anchors auto --epochs E --batch-size B`` (the
 recipe is the one the run's first line names: ``det_scratch_small`` from scratch, or
 ``det_finetune_small`` where the model's ImageNet weights are in the cache). Stock: torchvision's
 builder with ``weights=None`` and ImageNet backbone weights only where the cache holds them
@@ -97,7 +97,7 @@ def make_set(name: str, root: Path, seed: int) -> dict[str, Path]:
 def run_ours(model: str, data: dict[str, Path], out: Path, args) -> dict:
     code = botnet_main(["train", "det", "--data", str(data["train_images"]), "--ann", str(data["train_ann"]),
                         "--val-data", str(data["val_images"]), "--val-ann", str(data["val_ann"]),
-                        "--model", model, "--canvas", str(TILE), "--anchors", "auto", "--epochs", str(args.epochs),
+                        "--model", model, "--img-size", str(TILE), "--anchors", "auto", "--epochs", str(args.epochs),
                         "--batch-size", str(args.batch_size), "--workers", "0", "--out", str(out),
                         "--set", f"eval.every_epochs={EVAL_EVERY}", "--set", f"train.seed={args.seed}",
                         "--set", "log.progress=never", "--set", "log.tensorboard=false"])

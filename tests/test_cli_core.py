@@ -10,7 +10,7 @@ from botnet.cli import main
 
 
 def test_profile_prints_counts_and_timings(capsys):
-    assert main(["profile", "botnet_tiny", "--size", "64", "48", "--iters", "1"]) == 0
+    assert main(["profile", "botnet_tiny", "--img-size", "64", "48", "--iters", "1"]) == 0
     out = capsys.readouterr().out
     assert "params" in out and "multiply-adds" in out
     assert "infer float32" in out and "infer bfloat16" in out

@@ -117,7 +117,7 @@ def test_imagenet_is_the_same_depth_torchvision_resnet_or_timms_own(caches, no_n
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), donor.state_dict().values()))
     out = caches / "r50.safetensors"
     assert main(["convert", "imagenet", "--model", "resnet50", "--strict", "--out", str(out),
-                 "--option", "widths=[8,16,32,64]", "--option", "stem_width=8"]) == 0
+                 "--set", "widths=[8,16,32,64]", "--set", "stem_width=8"]) == 0
     assert botnet.load(out).class_names[0] == "tench"  # ImageNet's names for the 1000 classes
     assert imagenet_source_for("botnet152") == "torchvision:ResNet152_Weights.IMAGENET1K_V2"
     assert imagenet_source_for("botnet26t_256") == "timm:botnet26t_256.c1_in1k"
@@ -210,7 +210,7 @@ def test_train_det_backbone_from_timm_weights(caches, no_network, tmp_path, caps
     shapes = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, size=64, seed=1)
     code = main(["train", "det", "--data", str(shapes["train_images"]), "--ann", str(shapes["train_ann"]),
                  "--out", str(tmp_path / "run"), "--model", "botnet26t_256", "--backbone-weights",
-                 "timm:botnet26t_256.c1_in1k", "--config", "demo_shapes", "--canvas", "64", "--epochs", "1",
+                 "timm:botnet26t_256.c1_in1k", "--config", "demo_shapes", "--img-size", "64", "--epochs", "1",
                  "--batch-size", "2", "--workers", "0", "--set", "log.progress=never", "--set", "model.norm=frozen",
                  "--set", "model.options={widths: [16, 32, 64, 128], stem_width: 16}", "--set", "model.fpn_channels=32",
                  "--set", "model.box_representation=64", "--set", "model.mask_head_channels=[32]"])
@@ -272,7 +272,7 @@ def test_weights_for_another_architecture_say_what_differs(caches, no_network, c
         torchvision.models.ResNet101_Weights.IMAGENET1K_V2.url)))
     out = caches / "out.safetensors"
     assert main(["convert", "torchvision:ResNet101_Weights.IMAGENET1K_V2", "--model", "resnet50", "--out", str(out),
-                 "--option", "widths=[8,16,32,64]", "--option", "stem_width=8"]) == 2
+                 "--set", "widths=[8,16,32,64]", "--set", "stem_width=8"]) == 2
     err = capsys.readouterr().err
     assert "they are for our model 'resnet101'" in err and "layers: weights (3, 4, 23, 3), model (3, 4, 6, 3)" in err
     assert not out.exists()
@@ -317,7 +317,7 @@ def test_small_data_recipe_starts_from_imagenet_by_name(caches, no_network, tmp_
     torch.save(randomise(botnet.create_model("resnet50", **NARROW_R50)).state_dict(), torch_hub_file(caches))
     shapes = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, size=64, seed=1)
     code = main(["train", "det", "--config", "det_finetune_small", "--data", str(shapes["train_images"]),
-                 "--ann", str(shapes["train_ann"]), "--out", str(tmp_path / "run"), "--canvas", "64",
+                 "--ann", str(shapes["train_ann"]), "--out", str(tmp_path / "run"), "--img-size", "64",
                  "--anchors", "auto", "--workers", "0", "--batch-size", "2", "--epochs", "1",
                  "--set", "log.progress=never", "--set", "model.options={widths: [8, 16, 32, 64], stem_width: 8}",
                  "--set", "model.fpn_channels=32", "--set", "model.box_representation=64",

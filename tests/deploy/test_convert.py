@@ -86,7 +86,7 @@ def test_cli_convert_timm_botnet_fills_every_tensor(tmp_path, capsys):
     src, out = tmp_path / "bot26t.pth", tmp_path / "ours.safetensors"
     torch.save(theirs.state_dict(), src)
     assert main(["convert", str(src), "--from", "timm", "--model", "botnet26t_256", "--strict", "--out", str(out),
-                 "--option", "widths=[16,32,64,128]", "--option", "stem_width=16"]) == 0
+                 "--set", "widths=[16,32,64,128]", "--set", "stem_width=16"]) == 0
     assert "left 0 at init" in capsys.readouterr().out
     ours = load(out).model
     x = torch.randn(1, 3, 256, 256)
@@ -95,7 +95,7 @@ def test_cli_convert_timm_botnet_fills_every_tensor(tmp_path, capsys):
     # the same weights into a model of another architecture: refused field by field, nothing written
     other = tmp_path / "other.safetensors"
     assert main(["convert", str(src), "--model", "botnet50ts_256", "--out", str(other),
-                 "--option", "widths=[16,32,64,128]", "--option", "stem_width=16"]) == 2
+                 "--set", "widths=[16,32,64,128]", "--set", "stem_width=16"]) == 2
     err = capsys.readouterr().err
     assert "layers: weights (2, 2, 2, 2), model (3, 4, 6, 3)" in err and not other.exists()
 
@@ -114,13 +114,13 @@ def test_cli_convert(tmp_path, capsys):
     torch.save(theirs.state_dict(), src)
     names = tmp_path / "names.txt"
     names.write_text("ant\nbee\ncat\n")
-    assert main(["convert", str(src), "--model", "botnet50", "--option", "layers=[1,1,1,1]", "--img-size", "64",
+    assert main(["convert", str(src), "--model", "botnet50", "--set", "layers=[1,1,1,1]", "--img-size", "64",
                  "--classes", str(names), "--out", str(out)]) == 0
     assert "left 3 at init" in capsys.readouterr().out
     assert load(out).class_names == ["ant", "bee", "cat"]
     # --strict: the attention is not in a ResNet checkpoint; nothing is written
     out2 = tmp_path / "strict.safetensors"
-    assert main(["convert", str(src), "--model", "botnet50", "--option", "layers=[1,1,1,1]", "--strict",
+    assert main(["convert", str(src), "--model", "botnet50", "--set", "layers=[1,1,1,1]", "--strict",
                  "--out", str(out2)]) == 2
     assert "not in the weights (--strict)" in capsys.readouterr().err and not out2.exists()
     garbage = tmp_path / "garbage.pth"

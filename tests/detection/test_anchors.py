@@ -62,7 +62,7 @@ def test_fit_anchors_changes_the_config_and_says_what_it_gained(tmp_path):
 
 def test_data_stats_command(tmp_path, capsys):
     ann = _coco(tmp_path, [[0, 0, 20, 10], [50, 50, 40, 40]])
-    assert main(["data", "stats", "--ann", str(ann), "--canvas", "400", "--out", str(tmp_path / "o")]) == 0
+    assert main(["data", "stats", "--ann", str(ann), "--img-size", "400", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "boxes: 2" in out and "--anchors auto would use" in out
     assert (tmp_path / "o" / "box_sizes.png").stat().st_size > 1000
@@ -139,7 +139,7 @@ def test_data_stats_figures(tmp_path, capsys):
                             "area": b[2] * b[3], "iscrowd": 0} for i, b in enumerate(boxes)]}
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(doc))
-    assert main(["data", "stats", "--ann", str(ann), "--canvas", "400"]) == 0
+    assert main(["data", "stats", "--ann", str(ann), "--img-size", "400"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "images: 2, boxes: 5 (2.5 per image, max 3)"
     assert lines[1].endswith(": 12.0 / 20.0 / 32.0 / 64.0 / 115.2 px")

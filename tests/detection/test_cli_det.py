@@ -13,7 +13,7 @@ from botnet.cli import main
 from botnet.data.shapes import make_shapes_dataset
 from botnet.engine import read_metrics_csv
 
-TINY = ["--config", "demo_shapes", "--canvas", "64", "--workers", "0", "--set", "log.progress=never",
+TINY = ["--config", "demo_shapes", "--img-size", "64", "--workers", "0", "--set", "log.progress=never",
         "--set", "model.fpn_channels=32", "--set", "model.box_representation=64", "--set", "model.mask_head_channels=[32]"]
 
 
@@ -130,7 +130,7 @@ def test_empty_annotation_file_and_data_generation_errors(tmp_path):
     empty.write_text("")
     r = _run("eval", "det", "--data", str(tmp_path), "--ann", str(empty), "--weights", str(tmp_path / "w.safetensors"))
     assert r.returncode == 2 and "Traceback" not in r.stderr and "w.safetensors" in r.stderr
-    assert main(["data", "shapes", str(tmp_path / "d"), "--train", "3", "--val", "2", "--size", "48"]) == 0
+    assert main(["data", "shapes", str(tmp_path / "d"), "--train", "3", "--val", "2", "--img-size", "48"]) == 0
     assert (tmp_path / "d" / "annotations" / "instances_val.json").is_file()
     assert len(list((tmp_path / "d" / "train").glob("*.png"))) == 3
 
@@ -253,7 +253,7 @@ def test_predict_says_when_an_image_is_shrunk_far_below_its_size(trained, tmp_pa
     weights = str(trained / "model.safetensors")
     assert main(["predict", "det", str(photo), "--weights", weights, "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
-    assert "1 of 1 image(s) were shrunk" in err and "64 px canvas" in err and "384 px" in err and "--canvas" in err
+    assert "1 of 1 image(s) were shrunk" in err and "64 px canvas" in err and "384 px" in err and "--img-size" in err
     assert main(["predict", "det", str(photo), "--weights", weights, "--out", str(tmp_path / "b"),
-                 "--canvas", "256"]) == 0
+                 "--img-size", "256"]) == 0
     assert "shrunk" not in capsys.readouterr().err  # 384 px on a 256 canvas: not far below its size

@@ -25,7 +25,7 @@ TILE = 128
 #: ``botnet train det`` arguments after --data / --ann / --val-data / --val-ann / --out: the recipe
 #: from scratch on the tiny model, with narrower heads (about 50 s of training on one thread)
 RECIPE = ["--config", "det_finetune_small", "--model", "botnet_tiny", "--norm", "bn",
-          "--set", "model.backbone_weights=null", "--canvas", str(TILE), "--anchors", "auto",
+          "--set", "model.backbone_weights=null", "--img-size", str(TILE), "--anchors", "auto",
           "--epochs", "12", "--batch-size", "8", "--workers", "0",
           "--set", "model.fpn_channels=32", "--set", "model.box_representation=128",
           "--set", "model.mask_head_channels=[32,32]", "--set", "log.progress=never", "--set", "log.tensorboard=false"]

@@ -23,7 +23,7 @@ from tests.detection.det_support import evaluate as evaluate_on
 pytestmark = pytest.mark.slow
 
 SIZE = 96
-RECIPE = ["--config", "demo_shapes", "--canvas", str(SIZE), "--epochs", "8", "--batch-size", "8",
+RECIPE = ["--config", "demo_shapes", "--img-size", str(SIZE), "--epochs", "8", "--batch-size", "8",
           "--workers", "0", "--set", "log.progress=never", "--set", "model.anchor_sizes=[6,12,24,48,96]",
           "--set", "model.fpn_channels=32", "--set", "model.box_representation=128",
           "--set", "model.mask_head_channels=[32,32]", "--set", "optim.name=adamw", "--set", "optim.lr=0.002",

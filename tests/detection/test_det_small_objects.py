@@ -1,7 +1,7 @@
 """Regression: the run of issue 15 that diverged. A new user's command on a few hundred small
 objects (many per image, 15-60 px on a 400 px canvas, few images, boxes only)::
 
-    botnet train det --model botnet_tiny --no-masks --data D --ann A.json --canvas 400 \\
+    botnet train det --model botnet_tiny --no-masks --data D --ann A.json --img-size 400 \\
         --jitter 0.5,2.0 --batch-size 4 --epochs 24
 
 became NaN under bf16 inside the warmup: torchvision's box coder rounded the anchors and
@@ -76,7 +76,7 @@ def test_bf16_at_the_default_rate_on_small_objects_stays_finite_and_learns(tmp_p
     images, ann = write_small_objects(tmp_path / "data")
     run = tmp_path / "run"
     assert main(["train", "det", "--model", "botnet_tiny", "--no-masks", "--data", str(images), "--ann", str(ann),
-                 "--canvas", str(CANVAS), "--jitter", "0.5,2.0", "--batch-size", "4", "--epochs", str(EPOCHS),
+                 "--img-size", str(CANVAS), "--jitter", "0.5,2.0", "--batch-size", "4", "--epochs", str(EPOCHS),
                  "--amp", "bf16", "--workers", "0", "--out", str(run), *HEADS,
                  "--set", "log.every_steps=1", "--set", "log.progress=never", "--set", "log.tensorboard=false",
                  "--set", "log.plot=false", "--set", "checkpoint.every_steps=1000"]) == 0

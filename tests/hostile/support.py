@@ -12,7 +12,7 @@ from pathlib import Path
 from botnet.cli import main
 
 #: train det flags that keep a run (were it to start) tiny
-DET_FAST = ["--config", "demo_shapes", "--canvas", "64", "--workers", "0", "--epochs", "1", "--batch-size", "2",
+DET_FAST = ["--config", "demo_shapes", "--img-size", "64", "--workers", "0", "--epochs", "1", "--batch-size", "2",
             "--set", "log.progress=never", "--set", "model.fpn_channels=16", "--set", "model.box_representation=32",
             "--set", "model.mask_head_channels=[16]"]
 #: train cls flags for a run of seconds

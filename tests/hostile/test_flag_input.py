@@ -32,8 +32,8 @@ def test_eval_cls_out_of_range_flags(colour_folder, cls_weights, tmp_path, capsy
 
 
 @pytest.mark.parametrize("flags, named", [
-    (["--canvas", "0"], "--canvas"),
-    (["--canvas", "-64"], "--canvas"),
+    (["--img-size", "0"], "--img-size"),
+    (["--img-size", "-64"], "--img-size"),
     (["--workers", "-1"], "--workers"),
 ])
 def test_eval_det_out_of_range_flags(coco_set, det_weights, tmp_path, capsys, flags, named):
@@ -45,8 +45,8 @@ def test_eval_det_out_of_range_flags(coco_set, det_weights, tmp_path, capsys, fl
 
 
 @pytest.mark.parametrize("flags, named", [
-    (["--canvas", "0"], "--canvas"),
-    (["--canvas", "-64"], "--canvas"),
+    (["--img-size", "0"], "--img-size"),
+    (["--img-size", "-64"], "--img-size"),
     (["--score-thresh", "nan"], "--score-thresh"),
 ])
 def test_predict_det_out_of_range_flags(coco_set, det_weights, tmp_path, capsys, flags, named):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from botnet.cli.names import add_img_size
 from botnet.cli.run_args import (
     add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
     run_config, run_folder)
@@ -15,7 +16,7 @@ def register(cli) -> None:
                                 "torchrun --nproc_per_node 8 -m botnet train cls ...")
     p.add_argument("--data", help="folder with train/<class>/* and val/<class>/* (or validation/, valid/)")
     p.add_argument("--model", help="registered model name (botnet models lists them)")
-    p.add_argument("--img-size", type=int, help="resolution (default: the model's)")
+    add_img_size(p, "resolution (default: the model's)", type=int)
     p.add_argument("--weights", metavar="SOURCE", help="start from: imagenet, timm:NAME, torchvision:ENUM.NAME or "
                    "a weights file (docs/pretrained.md); a classifier for other classes is re-initialised")
     add_engine_args(p, recipe_example="cls_tiny_cpu", lr_example=0.1)
@@ -25,7 +26,7 @@ def register(cli) -> None:
                                              "matrix of classifier weights (top-5 for more than 5 classes)")
     p.add_argument("--data", required=True, help="dataset folder (its val/ split is used) or a split folder")
     p.add_argument("--split", default="val")
-    p.add_argument("--img-size", type=image_side, help="resolution (default: the one trained at)")
+    add_img_size(p, "resolution (default: the one trained at)", type=image_side)
     add_eval_args(p, "eval.json, confusion_matrix.json and confusion_matrix.png", batch_size=64)
     p.set_defaults(func=_eval)
 
@@ -34,7 +35,7 @@ def register(cli) -> None:
     p.add_argument("--out", metavar="FOLDER",
                    help="also write predictions.json and predictions.csv (file, rank, class, index, probability) there")
     p.add_argument("--topk", type=positive_int, default=5)
-    p.add_argument("--img-size", type=image_side)
+    add_img_size(p, "resolution (default: the one trained at)", type=image_side)
     p.set_defaults(func=_predict)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from botnet.cli.names import add_img_size, add_set
 from botnet.weights.builder import convert_weights
 from botnet.weights.convert import SOURCES
 from botnet.engine.config_validate import image_side
@@ -15,11 +16,11 @@ def _option(text: str) -> tuple[str, object]:
 
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise UserError(f"--option takes key=value, got {text!r}")
+        raise UserError(f"--set takes KEY=VALUE, got {text!r}")
     try:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError as e:
-        raise UserError(f"--option {text!r}: unreadable value ({e})") from None
+        raise UserError(f"--set {text!r}: unreadable value ({e})") from None
 
 
 def register(cli) -> None:
@@ -34,9 +35,8 @@ def register(cli) -> None:
     p.add_argument("--num-classes", type=int, metavar="N", help="classifier size (default: the checkpoint's)")
     p.add_argument("--classes", metavar="FILE", help="text file of class names, one per line "
                    "(default: the ImageNet names for 1000 classes)")
-    p.add_argument("--img-size", type=image_side, nargs="+", metavar="S", help="input size H [W] (sizes the attention tables)")
-    p.add_argument("--option", action="append", default=[], type=_option, metavar="KEY=VALUE",
-                   help="model config field, repeatable (e.g. layers=[2,2,2,2])")
+    add_img_size(p, "input side S, or H W (sizes the attention tables)", type=image_side, nargs="+", metavar="S")
+    add_set(p, "a model config field, repeatable (e.g. --set layers=[2,2,2,2])", old=("--option",), type=_option)
     p.add_argument("--scale-pos-embed", action="store_true",
                    help="the timm model's BottleneckAttn was built with scale_pos_embed=True (not timm's "
                         "default); its tables are rescaled for it")
@@ -53,11 +53,11 @@ def run(args) -> int:
         class_names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     size = args.img_size
     if size is not None and len(size) not in (1, 2):
-        raise UserError(f"--img-size takes H or H W, got {size}")
+        raise UserError(f"--img-size takes S or H W, got {len(size)} numbers")
     report = convert_weights(
         args.src, args.out, args.model, source=args.source, num_classes=args.num_classes,
         class_names=class_names, img_size=None if size is None else tuple(size) * (3 - len(size)),
-        scale_pos_embed=args.scale_pos_embed, strict=args.strict, **dict(args.option),
+        scale_pos_embed=args.scale_pos_embed, strict=args.strict, **dict(args.overrides),
     )
     print(f"wrote {args.out}: {report.summary()}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from botnet.cli.names import add_set
+
 
 def register(cli) -> None:
     p = cli.command("demo", "train and evaluate a BoTNet Mask R-CNN on generated shapes (CPU, minutes)",
@@ -15,8 +17,7 @@ def register(cli) -> None:
     p.add_argument("--epochs", type=int, help="shorten or lengthen the recipe (default: the recipe's)")
     p.add_argument("--workers", type=int, help="data-loading processes (default: the recipe's)")
     p.add_argument("--pictures", type=int, default=8, help="held-out images to draw (default 8)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the demo recipe (repeatable)")
+    add_set(p, "override a field of the demo recipe (repeatable)")
     p.set_defaults(func=run)
 
 

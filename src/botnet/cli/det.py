@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from botnet.cli.names import add_img_size
 from botnet.cli.run_args import (
     add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
     run_config, run_folder)
@@ -27,7 +28,7 @@ def register(cli) -> None:
                    help="YAML naming the data once: train_images, train_ann, val_images, val_ann "
                         "(relative paths are taken from the file's folder)")
     p.add_argument("--model", help="backbone: a registered resnet*/botnet* name (botnet models lists them)")
-    p.add_argument("--canvas", type=int, help="side of the square training canvas (default 1024)")
+    add_img_size(p, "side of the square training canvas (default 1024)", old=("--canvas",), type=int)
     p.add_argument("--jitter", help="scale jitter: standard (0.8,1.25), large (0.5,2.0), xlarge (0.1,2.0) "
                                     "or MIN,MAX")
     p.add_argument("--backbone-weights", metavar="SOURCE",
@@ -47,7 +48,8 @@ def register(cli) -> None:
     p = cli.task_command("eval", "det", help="COCO box and mask AP and AR, and each category's AP, of detector weights")
     p.add_argument("--data", "--val-data", dest="data", required=True, help="image folder")
     p.add_argument("--ann", "--val-ann", dest="ann", required=True, help="COCO instances JSON")
-    p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
+    add_img_size(p, "canvas side: resize the longer side to this (default: as trained)", old=("--canvas",),
+                 type=canvas_side)
     add_eval_args(p, "eval.json and predictions.json", batch_size=8)
     p.set_defaults(func=_eval)
 
@@ -55,7 +57,8 @@ def register(cli) -> None:
     add_predict_args(p)
     p.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
     p.add_argument("--score-thresh", type=fraction_float, default=0.5)
-    p.add_argument("--canvas", type=canvas_side, help="resize the longer side to this (default: as trained)")
+    add_img_size(p, "canvas side: resize the longer side to this (default: as trained)", old=("--canvas",),
+                 type=canvas_side)
     p.set_defaults(func=_predict)
 
 
@@ -72,7 +75,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
     flags = {
         "data.train_images": args.data, "data.train_ann": args.ann, "data.val_images": args.val_data,
         "data.val_ann": args.val_ann, "model.name": args.model,
-        "data.canvas": args.canvas, "data.scale_range": jitter,
+        "data.canvas": args.img_size, "data.scale_range": jitter,
         "model.backbone_weights": args.backbone_weights, "model.norm": args.norm,
         "model.masks": False if args.no_masks else None, "amp.dtype": args.amp,
         "data.train_empty": True if args.train_empty else None, "model.anchor_sizes": args.anchors,
@@ -122,7 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
     from botnet.detection.demo import format_ap
 
     m = evaluate_detector(args.data, args.ann, args.weights, args.out, batch_size=args.batch_size,
-                          workers=args.workers, device=args.device, amp=args.amp, canvas=args.canvas,
+                          workers=args.workers, device=args.device, amp=args.amp, canvas=args.img_size,
                           strict=args.strict)
     if not is_main():
         return 0
@@ -147,7 +150,7 @@ def _predict(args: argparse.Namespace) -> int:
     from botnet.engine.distributed import select_device
     from botnet.errors import UserError
 
-    predictor = botnet.load(args.weights, img_size=args.canvas, device=select_device(args.device))
+    predictor = botnet.load(args.weights, img_size=args.img_size, device=select_device(args.device))
     if predictor.task != "det":
         raise UserError(f"{args.weights}: classification weights; use `botnet predict cls`")
     images, skipped = expand_images(args.images), {}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from botnet.cli.names import add_img_size
+from botnet.errors import UserError
 from botnet.export import FORMATS, ExportCheckError, export_model
 
 
@@ -14,11 +16,10 @@ def register(cli) -> None:
     p.add_argument("--format", choices=FORMATS, default="onnx",
                    help="onnx (default) or torch (an ExportedProgram, torch.export.save; name it .pt2)")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
-                   help="input height and width of the export (default: the model's input size; "
-                        "detectors: their canvas)")
+    add_img_size(p, "input side S, or height and width H W, of the export (default: the model's input size; "
+                    "detectors: their canvas)", old=("--size",), nargs="+", type=int, metavar="S")
     p.add_argument("--dynamic", action="store_true",
-                   help="dynamic batch, height and width (multiples of 32 from 64 to 4096; without --size the "
+                   help="dynamic batch, height and width (multiples of 32 from 64 to 4096; without --img-size the "
                         "export runs at the smallest such size not below the model's)")
     p.add_argument("--features", action="store_true",
                    help="export the backbone's c2..c5 feature maps instead of the classifier")
@@ -32,9 +33,12 @@ def register(cli) -> None:
 
 
 def run(args) -> int:
+    size = args.img_size
+    if size is not None and len(size) not in (1, 2):
+        raise UserError(f"--img-size takes S or H W, got {len(size)} numbers")
     try:
         result = export_model(
-            args.source, args.out, format=args.format, size=args.size, dynamic=args.dynamic,
+            args.source, args.out, format=args.format, size=None if size is None else tuple(size) * (3 - len(size)), dynamic=args.dynamic,
             features=args.features, model=args.model, num_classes=args.num_classes, opset=args.opset,
             check=not args.no_check, say=lambda line: print(line, file=sys.stderr, flush=True),
         )

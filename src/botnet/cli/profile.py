@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from botnet.cli.names import add_batch_size, add_img_size
 from botnet.models import create_model, get_model_config
 from botnet.profile import count_macs, count_params, paper_table, time_model
 
@@ -10,8 +11,8 @@ from botnet.profile import count_macs, count_params, paper_table, time_model
 def register(cli) -> None:
     p = cli.command("profile", "params, multiply-adds, latency and throughput of a model (or --paper)")
     p.add_argument("model", nargs="?", help="model name (see `botnet models`)")
-    p.add_argument("--size", type=int, nargs="+", metavar="S", help="input H W (or one S); default: the model's")
-    p.add_argument("--batch", type=int, default=1)
+    add_img_size(p, "input side S, or H W (default: the model's)", old=("--size",), type=int, nargs="+", metavar="S")
+    add_batch_size(p, "images per timed step (default 1)", old=("--batch",), type=int, default=1)
     p.add_argument("--iters", type=int, default=3, help="timed iterations (median reported)")
     p.add_argument("--backbone", action="store_true", help="c1..c5 only (forward_features)")
     p.add_argument("--train", action="store_true", help="also time forward+backward")
@@ -44,14 +45,14 @@ def run(args) -> int:
     if not args.model:
         raise SystemExit("botnet profile: give a MODEL or --paper")
     cfg = get_model_config(args.model)
-    size = tuple(args.size) if args.size else cfg.input_size
+    size = tuple(args.img_size) if args.img_size else cfg.input_size
     if len(size) == 1:
         size = (size[0], size[0])
     model = create_model(args.model)
     params = count_params(model)
     macs = count_macs(model, size, batch=1, backbone_only=args.backbone)
     device = torch.device(args.device)
-    print(f"{args.model}: input {size[0]}x{size[1]}, batch {args.batch}, device {device}"
+    print(f"{args.model}: input {size[0]}x{size[1]}, batch {args.batch_size}, device {device}"
           f"{' (backbone only)' if args.backbone else ''}")
     print(f"  params        {params / 1e6:.2f} M")
     print(f"  multiply-adds {macs / 1e9:.2f} G per image")
@@ -59,7 +60,7 @@ def run(args) -> int:
     modes = [False, True] if args.train else [False]
     for train in modes:
         for dtype in dtypes:
-            t = time_model(model, size, args.batch, dtype, train=train, device=device, iters=args.iters,
+            t = time_model(model, size, args.batch_size, dtype, train=train, device=device, iters=args.iters,
                            backbone_only=args.backbone)
             print(f"  {t.mode:5s} {t.dtype:8s} latency {t.latency_ms:9.1f} ms   throughput {t.images_per_s:8.2f} img/s")
     return 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from botnet.cli.names import add_batch_size, add_set
 from botnet.errors import UserError
 from botnet.engine.config_validate import count_int, positive_int
 
@@ -19,20 +20,19 @@ def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example:
     p.add_argument("--config", help=f"recipe YAML: a path or a shipped name such as {recipe_example} (default: "
                                     "a recipe chosen from the data, named on the run's first line)")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="images per process and step")
+    add_batch_size(p, "images per process and step", type=int)
     p.add_argument("--workers", type=int, help="data-loading processes per training process")
     p.add_argument("--device", choices=DEVICES)
     p.add_argument("--resume", metavar="PATH", help="continue a run: its folder or a checkpoint file")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override any config field, e.g. --set optim.lr={lr_example} (repeatable)")
+    add_set(p, f"override any config field, e.g. --set optim.lr={lr_example} (repeatable)")
 
 
 def add_eval_args(p: argparse.ArgumentParser, outputs: str, batch_size: int) -> None:
     """The flags of ``botnet eval TASK`` beyond its data: weights, output folder, the engine's."""
     p.add_argument("--weights", required=True, help="a model.safetensors / best.safetensors of a run")
     p.add_argument("--out", help=f"folder for {outputs}")
-    p.add_argument("--batch-size", type=positive_int, default=batch_size)
+    add_batch_size(p, type=positive_int, default=batch_size)
     p.add_argument("--workers", type=count_int, default=2)
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "fp32"], default="auto",

@@ -99,7 +99,7 @@ class DetectionKind(TaskKind):
             raise UserError("detectors export at a fixed canvas; --dynamic is for classifiers and backbones")
         canvas = int(meta.get("canvas") or model.transform.max_size)
         if size is not None and tuple(int(s) for s in size) != (canvas, canvas):
-            raise UserError(f"this detector works on a {canvas}x{canvas} canvas; --size must be {canvas} {canvas}")
+            raise UserError(f"this detector works on a {canvas}x{canvas} canvas; --img-size must be {canvas}")
         wrapper = DetectorOutputs(model)
         outputs = ["boxes", "labels", "scores"] + (["masks"] if wrapper.masks else [])
         return ExportPlan(wrapper, synthetic_image(canvas)[None], outputs, self.name, check_detections, scripted=True)

@@ -122,7 +122,7 @@ SHRINK_NOTE = 2.0
 
 def shrink_note(sizes: Sequence[tuple[int, int]], canvas: int | None) -> str | None:
     """A line for images (``(height, width)`` each) whose longer side is more than
-    :data:`SHRINK_NOTE` times the ``canvas`` they are resized to, naming ``--canvas``; None when
+    :data:`SHRINK_NOTE` times the ``canvas`` they are resized to, naming ``--img-size``; None when
     there are none."""
     if not canvas:
         return None
@@ -133,7 +133,7 @@ def shrink_note(sizes: Sequence[tuple[int, int]], canvas: int | None) -> str | N
     suggested = min(-(-largest // 32) * 32, 4 * canvas)  # the photos' own size, within reason
     return (f"note: {len(shrunk)} of {len(sizes)} image(s) were shrunk more than {SHRINK_NOTE:g}x to fit the "
             f"{canvas} px canvas (largest side {largest} px); small objects may be missed. "
-            f"--canvas {suggested} runs the detector at a larger size")
+            f"--img-size {suggested} runs the detector at a larger size")
 
 
 def letterbox(image: ImageLike, canvas: int) -> tuple[torch.Tensor, float]:
