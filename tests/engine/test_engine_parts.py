@@ -1,5 +1,4 @@
 """The parts of a run: SyncBatchNorm and the memory format decided once, where the model is prepared."""
-import warnings
 
 import pytest
 import torch
@@ -18,26 +17,20 @@ class NormTask(ToyTask):
         self.sync_batchnorm = sync
 
 
-@pytest.mark.parametrize("world, sync_bn, task_sync, expected", [
-    (1, True, True, False),     # one process: nothing to synchronize with
-    (2, False, False, False),
-    (2, True, False, True),     # dist.sync_bn, for any task
-    (2, False, True, True),     # the task asks (a detector with norm: syncbn)
+@pytest.mark.parametrize("world, task_sync, expected", [
+    (1, True, False),     # one process: nothing to synchronize with
+    (2, False, False),
+    (2, True, True),      # the task asks (a model with norm: syncbn)
 ])
-def test_batchnorm_is_synchronized_for_several_processes_when_the_config_or_the_task_asks(
-        monkeypatch, world, sync_bn, task_sync, expected):
+def test_batchnorm_is_synchronized_for_several_processes_when_the_task_asks(monkeypatch, world, task_sync, expected):
     seen = []
     real = du.batchnorm_for_device
     monkeypatch.setattr(du, "batchnorm_for_device", lambda m, d, sync: seen.append(sync) or real(m, d, sync))
     task = NormTask(task_sync)
-    cfg = toy_config(**{"dist.sync_bn": str(sync_bn).lower()})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = prepare_model(task.build_model(), task, cfg, du.DistInfo(0, world), torch.device("cpu"))
+    model = prepare_model(task.build_model(), task, toy_config(), du.DistInfo(0, world), torch.device("cpu"))
     assert seen[0] == expected  # (the first call: the rest are its recursion into the children)
     # on the CPU, where PyTorch's SyncBatchNorm does not run, the BatchNorm stays per process
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
-    assert any("sync_bn is CUDA-only" in str(w.message) for w in caught) == (sync_bn and world > 1)
 
 
 def test_inputs_follow_the_memory_format_the_model_was_prepared_in():

@@ -11,16 +11,30 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair)
+    IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair, one_of)
+from botnet.engine.renamed_keys import UNCHANGED, Renamed
+from botnet.errors import UserError
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import CLASSIFICATION
 
 
+#: model options with their own key in the classification config (one home each)
+OWN_KEYS = {"input_size": "data.img_size", "drop_rate": "model.drop_rate", "drop_path_rate": "model.drop_path_rate"}
+
+
+def _no_own_keys(options: dict) -> str | None:
+    taken = sorted(set(options) & set(OWN_KEYS))
+    return f"{taken[0]} has its own key: set {OWN_KEYS[taken[0]]}" if taken else None
+
+
 @dataclass
 class ClsModelConfig(Checked):
-    limits: ClassVar[Limits] = {"drop_rate": fraction(hi_open=True), "drop_path_rate": fraction(hi_open=True)}
+    limits: ClassVar[Limits] = {"drop_rate": fraction(hi_open=True), "drop_path_rate": fraction(hi_open=True),
+                                "norm": one_of("bn", "syncbn"), "options": _no_own_keys}
     #: a registered model (``botnet models`` lists them)
     name: str = "botnet_s1_50"
+    #: bn | syncbn (BatchNorm synchronized across processes when training under torch.distributed on CUDA)
+    norm: str = "bn"
     #: dropout before the classifier
     drop_rate: float = 0.0
     #: stochastic depth (drop-path) rate of the last block, linear in the block index
@@ -70,10 +84,24 @@ class ClsLossConfig(Checked):
     label_smoothing: float = 0.0
 
 
+def _square_side(size: Any, data: dict) -> Any:
+    if (data.get("data") or {}).get("img_size"):
+        return UNCHANGED  # data.img_size won over it
+    side = [size, size] if isinstance(size, int) else list(size)
+    if len(side) != 2 or side[0] != side[1]:
+        raise UserError(f"config: model.options.input_size={size!r}: the training resolution is one side; "
+                        "set data.img_size")
+    return int(side[0])
+
+
 @dataclass
 class ClassificationConfig(TrainConfig):
     task: ClassVar[str] = CLASSIFICATION
     recipe: ClassVar[str] = "cls_standard_100ep"
+    renamed: ClassVar[tuple[Renamed, ...]] = TrainConfig.renamed + (
+        Renamed("model.options.input_size", "data.img_size", convert=_square_side),
+        Renamed("model.options.drop_rate", "model.drop_rate"),
+        Renamed("model.options.drop_path_rate", "model.drop_path_rate"))
     model: ClsModelConfig = field(default_factory=ClsModelConfig)
     data: ClsDataConfig = field(default_factory=ClsDataConfig)
     loss: ClsLossConfig = field(default_factory=ClsLossConfig)

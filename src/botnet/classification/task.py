@@ -26,16 +26,15 @@ def model_input_size(model_cfg: ClsModelConfig, img_size: int | None = None) -> 
         return (img_size, img_size)
     from botnet.models import get_model_config
 
-    size = model_cfg.options.get("input_size") or get_model_config(model_cfg.name).input_size
+    size = get_model_config(model_cfg.name).input_size
     return (int(size[0]), int(size[1]))
 
 
 def build_classifier(model_cfg: ClsModelConfig, num_classes: int, img_size: tuple[int, int]) -> nn.Module:
     from botnet.models import create_model
 
-    options = {k: v for k, v in model_cfg.options.items() if k != "input_size"}
     model = create_model(model_cfg.name, num_classes=num_classes, img_size=img_size, drop_rate=model_cfg.drop_rate,
-                         drop_path_rate=model_cfg.drop_path_rate, **options)
+                         drop_path_rate=model_cfg.drop_path_rate, **model_cfg.options)
     if model_cfg.init_weights:
         import sys
 
@@ -68,6 +67,10 @@ class ClassificationTask(Task):
         self.class_names: list[str] | None = list(class_names) if class_names is not None else None
         self.img_size = model_input_size(cfg.model, cfg.data.img_size)
         self.datasets = datasets
+
+    @property
+    def sync_batchnorm(self) -> bool:
+        return self.cfg.model.norm == "syncbn"
 
     @classmethod
     def for_training(cls, cfg: ClassificationConfig) -> "ClassificationTask":

@@ -14,6 +14,7 @@ from botnet.engine.config import (
     EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig, from_dict, to_dict)
 from botnet.engine.config_validate import (
     CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+from botnet.engine.renamed_keys import UNCHANGED, Renamed
 from botnet.tasks import DETECTION
 
 #: the feature pyramid's levels p2..p6: one anchor size each
@@ -57,7 +58,8 @@ class DetModelConfig(Checked):
     backbone_weights: str | None = None
     #: 0: train everything; 1: freeze the stem; k: the stem and the first k-1 stages
     freeze_at: int = 0
-    #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}
+    #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}; its input
+    #: size is the canvas (data.canvas)
     options: dict[str, Any] = field(default_factory=dict)
     fpn_channels: int = 256
     #: one anchor size per pyramid level p2..p6 (pixels on the canvas), or ``auto``: sizes, scales
@@ -116,6 +118,9 @@ class DetDataConfig(Checked):
 class DetectionConfig(TrainConfig):
     task: ClassVar[str] = DETECTION
     recipe: ClassVar[str] = "det_12ep"
+    # the backbone was always built at the canvas: the old key never took effect
+    renamed: ClassVar[tuple[Renamed, ...]] = TrainConfig.renamed + (
+        Renamed("model.options.input_size", "data.canvas", convert=lambda size, data: UNCHANGED),)
     model: DetModelConfig = field(default_factory=DetModelConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)
     train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(epochs=12, batch_size=8, workers=8))

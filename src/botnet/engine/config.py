@@ -28,6 +28,7 @@ import yaml
 # from_dict / to_dict live with the checks and are used from here by the tasks
 from botnet.engine.config_validate import (  # noqa: F401
     Checked, Limits, above, at_least, each, fraction, from_dict, one_of, to_dict)
+from botnet.engine.renamed_keys import SYNC_BN, Renamed, is_old_key, set_old_key, upgrade
 from botnet.errors import UserError
 from botnet.io import write_text
 
@@ -139,8 +140,6 @@ class LogConfig(Checked):
 class DistConfig(Checked):
     limits: ClassVar[Limits] = {"backend": one_of("auto", "gloo", "nccl")}
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
-    #: convert BatchNorm to SyncBatchNorm (CUDA only; ignored with a warning on CPU)
-    sync_bn: bool = False
 
 
 @dataclass
@@ -162,6 +161,8 @@ class TrainConfig:
     task: ClassVar[str] = ""
     #: the shipped recipe whose values these defaults are (botnet.engine.recipes)
     recipe: ClassVar[str] = ""
+    #: keys an earlier version read, still loaded into their one home (botnet.engine.renamed_keys)
+    renamed: ClassVar[tuple[Renamed, ...]] = (SYNC_BN,)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -246,9 +247,12 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
     base: dict | None = None,
+    warn: bool = True,
 ) -> C:
     """Resolve a config: ``cls`` defaults, then ``base`` (a dict), then the recipe file, then the
-    overrides. Every layer may give only the keys it changes."""
+    overrides. Every layer may give only the keys it changes; an old key moves to its new one
+    (``cls.renamed``) with a line on stderr unless ``warn`` is false."""
+    renamed = getattr(cls, "renamed", ())
     data = to_dict(cls())
     if base:
         data = _merge(data, base)
@@ -260,12 +264,15 @@ def load_config(
             raise UserError(f"{file_path}: this is the config of a '{file_task}' run, which this command cannot "
                             f"continue or use ('{cls.task}'); resume it with `botnet train {file_task}`")
         try:
-            data = _merge(data, raw)
+            data = upgrade(renamed, _merge(data, raw), warn)
             from_dict(cls, data)
         except UserError as e:
             raise UserError(f"{file_path}: {e}") from None
-    data = apply_overrides(data, overrides)
-    return from_dict(cls, data)
+    overrides = list(overrides)
+    data = apply_overrides(data, [o for o in overrides if not is_old_key(renamed, o)])
+    for text in (o for o in overrides if is_old_key(renamed, o)):
+        data = set_old_key(data, *parse_override(text))
+    return from_dict(cls, upgrade(renamed, data, warn))
 
 
 def resolve_run_config(

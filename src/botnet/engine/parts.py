@@ -63,13 +63,11 @@ def prepare_model(model: nn.Module, task: Task, cfg: TrainConfig, info: du.DistI
     ``device``, in channels_last memory format when ``train.channels_last`` is set (a task's
     inputs follow the model's format: :func:`botnet.engine.task.inputs_like`).
 
-    BatchNorm is synchronized when the run has several processes and either ``dist.sync_bn`` or
-    the task asks for it (a detector with ``norm: syncbn``, as the paper trains Mask R-CNN); this is
-    the one place that decides it. PyTorch's SyncBatchNorm runs on CUDA only: elsewhere each process
+    BatchNorm is synchronized when the run has several processes and the task asks for it (a
+    model with ``norm: syncbn``: a detector's default, as the paper trains Mask R-CNN); this is the
+    one place that decides it. PyTorch's SyncBatchNorm runs on CUDA only: elsewhere each process
     keeps its own statistics."""
-    sync = info.enabled and (cfg.dist.sync_bn or task.sync_batchnorm)
-    if cfg.dist.sync_bn and info.enabled and device.type != "cuda":
-        warnings.warn("dist.sync_bn is CUDA-only in PyTorch; BatchNorm stays per process on CPU")
+    sync = info.enabled and task.sync_batchnorm
     model = du.batchnorm_for_device(model, device, sync)
     model.to(device)
     if cfg.train.channels_last:

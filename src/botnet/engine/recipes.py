@@ -36,5 +36,5 @@ def choose_run_config(cls: type[C], overrides: Iterable[str],
     """The config of a run that names no recipe: ``rule`` picks one from the defaults with
     ``overrides`` applied, and the run is that recipe with the same ``overrides`` on top."""
     overrides = list(overrides)
-    choice = rule(load_config(cls, None, overrides))
+    choice = rule(load_config(cls, None, overrides, warn=False))  # the line comes once, below
     return load_config(cls, choice.name, overrides), choice

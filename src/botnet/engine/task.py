@@ -50,7 +50,7 @@ class Task(abc.ABC):
     #: key of the metric that selects the best checkpoint (higher is better), e.g. "top1", "box_ap"
     main_metric: str = ""
     #: whether the model's BatchNorm is synchronized across processes when it trains under
-    #: torch.distributed (as ``dist.sync_bn`` asks for any task)
+    #: torch.distributed (a model config's ``norm: syncbn``)
     sync_batchnorm: bool = False
 
     @abc.abstractmethod
