@@ -19,6 +19,7 @@ from torch import nn
 from botnet.classification.predict import Classification
 from botnet.data.images import ImageLike, read_image
 from botnet.detection.predict import Detections, letterbox
+from botnet.engine.distributed import select_device
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import get_task
 from botnet.weights.rebuild import LoadedModel, config_differences, load_model
@@ -27,15 +28,18 @@ __all__ = ["load", "Predictor", "Classification", "Detections", "letterbox", "co
 
 
 def load(weights: str | os.PathLike, model: str | None = None, *, img_size: int | Sequence[int] | None = None,
-         device: str | torch.device = "cpu", **overrides: Any) -> "Predictor":
+         device: str | torch.device = "auto", **overrides: Any) -> "Predictor":
     """Rebuild the model stored in ``weights`` and return a :class:`Predictor` for it.
 
     ``model`` names the architecture of a file without a description (a converted or foreign
     checkpoint); for a file with one it is checked against it and a difference names the field.
     ``img_size`` changes the classification input size (position tables are resized), or a
     detector's canvas; ``overrides`` are :class:`~botnet.models.ModelConfig` fields for files
-    without a config.
+    without a config. ``device``: ``"auto"`` (a GPU where there is one, as ``botnet predict``),
+    ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
     """
+    if device == "auto":
+        device = select_device("auto")
     return Predictor.from_loaded(load_model(weights, model, img_size=img_size, device=device, **overrides))
 
 

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = Outputs([args.image, args.weights], folder=args.out)
     out, stem = outputs.folder, Path(args.image).stem
     picture_path, json_path = outputs.claim(out / f"{stem}_attention.png"), outputs.claim(out / f"{stem}_attention.json")
-    predictor = botnet.load(args.weights)
+    predictor = botnet.load(args.weights, device="cpu")
     if not attention_layers(predictor.model):
         raise UserError(f"{args.weights}: this model has no attention layer; nothing to draw")
     x, picture = model_input(predictor, args.image)

@@ -75,10 +75,12 @@ def evaluate(
     batch_size: int = 64,
     workers: int = 0,
     device: torch.device | str | None = None,
-    amp: str = "bf16",
+    amp: str = "auto",
     channels_last: bool = False,
 ) -> Evaluation:
-    """Run ``task.evaluate`` over ``dataset`` and return its metrics and predictions.
+    """Run ``task.evaluate`` over ``dataset`` and return its metrics and predictions, in the
+    precision ``amp`` (``"auto"``, as ``botnet eval --amp``: bf16 where the device runs it natively,
+    else fp32).
 
     Under torch.distributed each rank reads its shard and the task reduces across ranks; every
     rank returns the same metrics. ``model`` is put in eval mode (and moved to ``device``).
