@@ -14,6 +14,7 @@ from botnet.data.shapes import make_shapes_dataset
 from botnet.detection.api import evaluate_detector, predict_images
 from botnet.detection.demo import run_demo
 from botnet.engine.evaluate import evaluate
+from botnet.errors import UserError
 from botnet.export import export_model
 from botnet.weights.builder import convert_weights
 
@@ -25,16 +26,16 @@ PAIRS = [
     (EVAL_CLS, evaluate_classifier, {"batch_size": "batch_size", "workers": "workers", "device": "device",
                                      "amp": "amp", "split": "split", "strict": "strict", "img_size": "img_size"}),
     (EVAL_DET, evaluate_detector, {"batch_size": "batch_size", "workers": "workers", "device": "device",
-                                   "amp": "amp", "strict": "strict", "img_size": "canvas"}),
+                                   "amp": "amp", "strict": "strict", "img_size": "img_size"}),
     (EVAL_CLS, evaluate, {"amp": "amp"}),
     (["predict", "det", "x.png", "--weights", "w", "--out", "o"], predict_images,
-     {"score_thresh": "score_thresh", "device": "device", "img_size": "canvas"}),
+     {"score_thresh": "score_thresh", "device": "device", "img_size": "img_size"}),
     (["predict", "det", "x.png", "--weights", "w", "--out", "o"], Predictor.predict, {"score_thresh": "score_thresh"}),
     (["predict", "cls", "x.png", "--weights", "w"], Predictor.predict, {"topk": "topk"}),
     (["predict", "cls", "x.png", "--weights", "w"], botnet.load, {"device": "device", "img_size": "img_size"}),
     (["export", "m", "--out", "m.onnx"], export_model, {
         "format": "format", "dynamic": "dynamic", "features": "features", "model": "model",
-        "num_classes": "num_classes", "opset": "opset", "img_size": "size"}),
+        "num_classes": "num_classes", "opset": "opset", "img_size": "img_size"}),
     (["convert", "w.pth", "--model", "m", "--out", "o"], convert_weights, {
         "source": "source", "num_classes": "num_classes", "img_size": "img_size",
         "scale_pos_embed": "scale_pos_embed", "strict": "strict"}),
@@ -56,3 +57,25 @@ def test_python_defaults_equal_the_command_line_defaults(argv, function, names):
 def test_export_checks_by_default_as_the_command_does():
     args = build_cli().parser.parse_args(["export", "m", "--out", "m.onnx"])
     assert inspect.signature(export_model).parameters["check"].default is (not args.no_check)
+
+
+# (function, its required arguments, old keyword, new keyword)
+OLD_KEYWORDS = [
+    (evaluate_detector, ("images", "ann.json", "missing.safetensors"), "canvas", "img_size"),
+    (predict_images, (["x.png"], "missing.safetensors", "out"), "canvas", "img_size"),
+]
+
+
+@pytest.mark.parametrize("function, required, old, new", OLD_KEYWORDS, ids=[f.__name__ for f, *_ in OLD_KEYWORDS])
+def test_an_old_python_keyword_still_works_with_a_warning_naming_the_new_one(function, required, old, new):
+    assert new in inspect.signature(function).parameters
+    with pytest.warns(FutureWarning, match=f"{old}=.*use {new}="):
+        with pytest.raises(UserError, match="missing.safetensors"):  # the file is read after the keyword
+            function(*required, **{old: 256})
+
+
+def test_export_takes_img_size_and_its_old_name(tmp_path):
+    new = export_model("resnet_tiny", tmp_path / "new.onnx", img_size=64, check=False)
+    with pytest.warns(FutureWarning, match="size=.*use img_size="):
+        old = export_model("resnet_tiny", tmp_path / "old.onnx", size=(64, 64), check=False)
+    assert new.input_shape == old.input_shape == [1, 3, 64, 64]

@@ -10,7 +10,7 @@ What can be exported:
   probabilities.
 
 With ``dynamic=True`` the batch, height and width of classifiers and backbones are dynamic axes,
-named ``batch``, ``height`` and ``width`` in the ONNX file; without a ``size`` the export runs at
+named ``batch``, ``height`` and ``width`` in the ONNX file; without an ``img_size`` the export runs at
 the smallest valid size not below the model's (a classifier trained at 32 px exports at 64).
 Heights and widths are multiples of :data:`botnet.export_check.SIZE_MULTIPLE` from 64 to 4096:
 every stride-2 layer then halves evenly, which is what lets ``torch.export`` prove the network's
@@ -36,6 +36,7 @@ from torch import nn
 
 from botnet import export_formats as formats
 from botnet.engine.progress import Phases
+from botnet.engine.renamed_keys import old_argument
 from botnet.errors import UserError
 from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
     ExportCheckError,
@@ -136,7 +137,7 @@ def export_model(
     out: str | os.PathLike,
     *,
     format: str = "onnx",
-    size: Sequence[int] | None = None,
+    img_size: int | Sequence[int] | None = None,
     dynamic: bool = False,
     features: bool = False,
     model: str | None = None,
@@ -144,11 +145,13 @@ def export_model(
     opset: int | None = None,
     check: bool = True,
     say: Callable[[str], None] | None = None,
+    size: Sequence[int] | None = None,
 ) -> ExportResult:
     """Export ``source`` (weights file, registered model name, module or Predictor) to ``out``.
 
     ``format``: "onnx" or "torch" (an ExportedProgram saved with ``torch.export.save``).
-    ``size``: (H, W) of the export input (default: the model's input size or canvas).
+    ``img_size``: S or (H, W) of the export input (default: the model's input size or canvas;
+    ``size=`` is its old name).
     ``dynamic``: batch, height and width dynamic (classifiers and backbones).
     ``features``: export the backbone's c2..c5 feature maps instead of the classifier.
     ``model`` names the architecture of a weights file without a description (and is checked
@@ -164,6 +167,9 @@ def export_model(
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the file to write")
     Outputs([source] if isinstance(source, (str, os.PathLike)) else []).claim(out)  # never over the weights read
+    size = old_argument("export_model", "size", size, "img_size", img_size)
+    if isinstance(size, int):
+        size = (size, size)
     net, task, meta = resolve_model(source, model=model, num_classes=num_classes, img_size=size)
     plan = get_task(task).export_plan(net.eval(), meta, size=size, dynamic=dynamic, features=features, format=format)
     wrapper, example, outputs, kind = plan.wrapper, plan.example, plan.outputs, plan.kind

@@ -48,7 +48,7 @@ def test_cli_onnx_dynamic_classifier_runs_at_other_sizes(cls_weights, tmp_path, 
 def test_onnx_dynamic_backbone_features(tmp_path):
     model = randomise_for_comparison(create_model("botnet_s1_tiny", num_classes=0)).eval()
     out = tmp_path / "backbone.onnx"
-    result = export_model(model, out, features=True, dynamic=True, size=(128, 128))
+    result = export_model(model, out, features=True, dynamic=True, img_size=(128, 128))
     assert result.outputs == ["c2", "c3", "c4", "c5"] and len(result.checks) == 2
     x = torch.randn(2, 3, 160, 96)
     assert_branches_live(model, x)
@@ -235,7 +235,7 @@ def test_config_mismatch_names_the_field(cls_weights, tmp_path, capsys):
 
 def test_dynamic_size_must_be_a_multiple_of_32(tmp_path):
     with pytest.raises(UserError, match="multiple of 32"):
-        export_model("resnet_tiny", tmp_path / "x.onnx", size=(100, 128), dynamic=True)
+        export_model("resnet_tiny", tmp_path / "x.onnx", img_size=(100, 128), dynamic=True)
 
 
 def test_detector_refuses_dynamic_and_torch_format(det_weights, tmp_path):
@@ -276,10 +276,10 @@ def test_a_dynamic_export_is_checked_at_a_second_size(tmp_path, monkeypatch):
 
     monkeypatch.setattr(formats, "write_onnx_dynamo", write)
     monkeypatch.setattr(check, "run_onnx", run)
-    fixed = export_model("resnet_tiny", tmp_path / "fixed.onnx", size=(64, 64))
+    fixed = export_model("resnet_tiny", tmp_path / "fixed.onnx", img_size=(64, 64))
     assert [shape for shape, _ in fixed.checks] == [(1, 3, 64, 64)]
     with pytest.raises(ExportCheckError, match="differs from PyTorch"):
-        export_model("resnet_tiny", tmp_path / "dynamic.onnx", size=(64, 64), dynamic=True)
+        export_model("resnet_tiny", tmp_path / "dynamic.onnx", img_size=(64, 64), dynamic=True)
     assert not (tmp_path / "dynamic.onnx").exists()
     shapes = check.check_inputs(torch.zeros(1, 3, 64, 64), dynamic=True)
     (b, _, h, w) = shapes[1].shape

@@ -53,7 +53,7 @@ def test_fit_anchors_changes_the_config_and_says_what_it_gained(tmp_path):
     from botnet.detection.config import DetDataConfig, DetectionConfig
 
     ann = _coco(tmp_path, [[10 * i, 5 * i, 12 + i % 5, 10 + i % 7] for i in range(1, 30)])
-    cfg = DetectionConfig(data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), canvas=400))
+    cfg = DetectionConfig(data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), img_size=400))
     said = []
     fitted = fit_anchors(cfg, say=said.append)
     assert fitted.model.anchor_sizes != cfg.model.anchor_sizes and fitted.model.anchor_sizes[0] < 32
@@ -85,7 +85,7 @@ def test_anchor_sizes_auto_in_the_config_is_fitted_by_the_library(tmp_path, monk
         build_maskrcnn(DetModelConfig(anchor_sizes="auto"), 1)
     ann = _coco(tmp_path, [[10 * i, 5 * i, 12 + i % 5, 10 + i % 7] for i in range(1, 30)])
     cfg = DetectionConfig(model=DetModelConfig(anchor_sizes="auto"),
-                          data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), canvas=400))
+                          data=DetDataConfig(train_ann=str(ann), train_images=str(tmp_path), img_size=400))
     seen = {}
     monkeypatch.setattr(api, "train", lambda task, cfg, out, resume=None, hooks=(): seen.setdefault("cfg", cfg))
     monkeypatch.setattr(api.DetectionTask, "for_training", classmethod(lambda cls, cfg: None))

@@ -39,8 +39,8 @@ def test_the_small_data_recipe_builds_without_weights():
     from botnet.detection.maskrcnn import build_maskrcnn
 
     cfg = load_config(DetectionConfig, "det_finetune_small",
-                      ["model.name=botnet_tiny", "model.backbone_weights=null", "data.canvas=128"])
-    model = build_maskrcnn(cfg.model, 1, canvas=cfg.data.canvas)
+                      ["model.name=botnet_tiny", "model.backbone_weights=null", "data.img_size=128"])
+    model = build_maskrcnn(cfg.model, 1, canvas=cfg.data.img_size)
     body = model.backbone.body
     assert any(isinstance(x, FrozenBatchNorm2d) for x in body.modules())
     frozen = [p.requires_grad for mod in body.stem_modules for p in mod.parameters()]

@@ -19,7 +19,7 @@ def shapes(tmp_path_factory):
 
 def _task(shapes, masks=True, strict=False, **model):
     data = DetDataConfig(train_images=str(shapes["train_images"]), train_ann=str(shapes["train_ann"]),
-                         val_images=str(shapes["val_images"]), val_ann=str(shapes["val_ann"]), canvas=48,
+                         val_images=str(shapes["val_images"]), val_ann=str(shapes["val_ann"]), img_size=48,
                          strict=strict)
     return DetectionTask.for_training(DetectionConfig(model=DetModelConfig(**{**SMALL_MODEL, "masks": masks, **model}),
                                                       data=data))

@@ -21,6 +21,7 @@ RENAMES = [
     (ClassificationConfig, "model.options.drop_path_rate", 0.2, "model.drop_path_rate", 0.2),
     (ClassificationConfig, "dist.sync_bn", True, "model.norm", "syncbn"),
     (DetectionConfig, "dist.sync_bn", True, "model.norm", "syncbn"),
+    (DetectionConfig, "data.canvas", 640, "data.img_size", 640),
 ]
 IDS = [f"{c.task}:{old}={v}" for c, old, v, _, _ in RENAMES]
 
@@ -109,5 +110,5 @@ def test_a_non_square_input_size_names_the_new_key():
 
 def test_the_old_detector_input_size_says_the_canvas_sizes_the_backbone(capsys):
     cfg = load_config(DetectionConfig, None, ["model.options={input_size: [64, 64], stem_width: 16}"])
-    assert cfg.model.options == {"stem_width": 16} and cfg.data.canvas == DetectionConfig().data.canvas
-    assert capsys.readouterr().err.splitlines() == [deprecated_key_line("model.options.input_size", "data.canvas")]
+    assert cfg.model.options == {"stem_width": 16} and cfg.data.img_size == DetectionConfig().data.img_size
+    assert capsys.readouterr().err.splitlines() == [deprecated_key_line("model.options.input_size", "data.img_size")]

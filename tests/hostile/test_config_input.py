@@ -38,8 +38,8 @@ def test_train_cls_refuses_out_of_range_values(colour_folder, tmp_path, capsys, 
 
 
 DET_BAD = [
-    (["--img-size", "0"], "data.canvas=0"),
-    (["--img-size", "-64"], "data.canvas=-64"),
+    (["--img-size", "0"], "data.img_size=0"),
+    (["--img-size", "-64"], "data.img_size=-64"),
     (["--jitter", "2,0.5"], "data.scale_range=(2.0, 0.5)"),
     (["--jitter", "0,1"], "data.scale_range=(0.0, 1.0)"),
     (["--set", "model.score_thresh=2"], "model.score_thresh=2"),

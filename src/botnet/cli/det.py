@@ -75,7 +75,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
     flags = {
         "data.train_images": args.data, "data.train_ann": args.ann, "data.val_images": args.val_data,
         "data.val_ann": args.val_ann, "model.name": args.model,
-        "data.canvas": args.img_size, "data.scale_range": jitter,
+        "data.img_size": args.img_size, "data.scale_range": jitter,
         "model.backbone_weights": args.backbone_weights, "model.norm": args.norm,
         "model.masks": False if args.no_masks else None, "amp.dtype": args.amp,
         "data.train_empty": True if args.train_empty else None, "model.anchor_sizes": args.anchors,
@@ -125,7 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
     from botnet.detection.demo import format_ap
 
     m = evaluate_detector(args.data, args.ann, args.weights, args.out, batch_size=args.batch_size,
-                          workers=args.workers, device=args.device, amp=args.amp, canvas=args.img_size,
+                          workers=args.workers, device=args.device, amp=args.amp, img_size=args.img_size,
                           strict=args.strict)
     if not is_main():
         return 0

@@ -105,7 +105,7 @@ def fit_anchors(cfg, say=print):
     coverage before and after is reported through ``say``."""
     import dataclasses
 
-    stats = box_stats(cfg.data.train_ann, cfg.data.canvas)
+    stats = box_stats(cfg.data.train_ann, cfg.data.img_size)
     m = cfg.model
     # with anchor_sizes "auto", "before" is the default sizes (the paper's 32..512)
     sizes = type(m)().anchor_sizes if m.anchor_sizes == "auto" else m.anchor_sizes
@@ -113,7 +113,7 @@ def fit_anchors(cfg, say=print):
     fitted = auto_anchors(stats)
     after = coverage(stats.wh, anchor_shapes(**{"sizes": fitted["anchor_sizes"], "scales": fitted["anchor_scales"],
                                                   "ratios": fitted["aspect_ratios"]}))
-    say(f"anchors fitted to {len(stats.wh)} training boxes at canvas {cfg.data.canvas}: sizes {fitted['anchor_sizes']} "
+    say(f"anchors fitted to {len(stats.wh)} training boxes at canvas {cfg.data.img_size}: sizes {fitted['anchor_sizes']} "
         f"x scales {fitted['anchor_scales']}, aspect ratios {fitted['aspect_ratios']}; boxes with an anchor of "
         f"IoU >= {RPN_FG_IOU}: {100 * before:.0f}% -> {100 * after:.0f}%")
     return dataclasses.replace(cfg, model=dataclasses.replace(m, **fitted))

@@ -15,6 +15,7 @@ from botnet.engine import evaluate, train
 from botnet.engine.config import from_dict
 from botnet.engine.hooks import Hook
 from botnet.engine.recipes import RecipeChoice
+from botnet.engine.renamed_keys import old_argument
 from botnet.errors import UserError
 from botnet.engine.evaluate import EVAL_FILE, weights_amp
 from botnet.io import Outputs
@@ -94,26 +95,28 @@ def _count_images(ann: str) -> int | None:
 
 def _task_for_weights(meta: dict[str, Any], strict: bool, canvas: int) -> DetectionTask:
     model_cfg = from_dict(DetModelConfig, meta["detector"], "detector")
-    cfg = DetectionConfig(model=model_cfg, data=DetDataConfig(canvas=canvas, strict=strict))
+    cfg = DetectionConfig(model=model_cfg, data=DetDataConfig(img_size=canvas, strict=strict))
     return DetectionTask(cfg, class_names=meta["class_names"], cat_ids=meta.get("cat_ids"))
 
 
 def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights: str | os.PathLike,
                       out_dir: str | os.PathLike | None = None, *, batch_size: int = 8, workers: int = 2,
-                      device: str = "auto", amp: str = "auto", canvas: int | None = None,
-                      strict: bool = False) -> dict[str, Any]:
+                      device: str = "auto", amp: str = "auto", img_size: int | None = None,
+                      strict: bool = False, canvas: int | None = None) -> dict[str, Any]:
     """COCO box and mask AP (0-100) of ``weights`` on a COCO-format set, the average recalls of the
     COCO summary (``box_ar1`` .. ``mask_arl``) and each category's AP (``per_category``). With ``out_dir``, writes
     :data:`EVAL_FILE` and ``predictions.json`` (the COCO results format), never over an input
     (nor over a run's own ``metrics.json``). Under torchrun each process evaluates a share and the
     predictions of all ranks are gathered. ``amp="auto"`` evaluates in the precision the run
     evaluated the weights in (:func:`~botnet.engine.evaluate.weights_amp`), so that the same
-    weights give the run's own metrics; the precision used is reported as ``amp``."""
+    weights give the run's own metrics; the precision used is reported as ``amp``. ``img_size``:
+    the canvas side (default: the one trained at; ``canvas=`` is its old name)."""
+    img_size = old_argument("evaluate_detector", "canvas", canvas, "img_size", img_size)
     outputs = Outputs([images, ann, weights], folder=out_dir) if out_dir is not None else None  # before any work
     dev = du.select_device(device, int(os.environ.get("LOCAL_RANK", 0)))
     info = du.setup("auto", dev)
     try:
-        loaded = load_model(weights, img_size=canvas, device=dev)
+        loaded = load_model(weights, img_size=img_size, device=dev)
         if loaded.task != DETECTION:
             raise UserError(f"{weights}: {task_title(loaded.task)} weights; evaluate them with "
                             f"`botnet eval {loaded.task}`")
@@ -134,11 +137,14 @@ def evaluate_detector(images: str | os.PathLike, ann: str | os.PathLike, weights
 
 
 def predict_images(images: Sequence[str | os.PathLike], weights: str | os.PathLike, out_dir: str | os.PathLike,
-                   *, score_thresh: float = 0.5, device: str = "auto", canvas: int | None = None) -> dict[str, Any]:
+                   *, score_thresh: float = 0.5, device: str = "auto", img_size: int | None = None,
+                   canvas: int | None = None) -> dict[str, Any]:
     """Detect objects in image files with the detector in ``weights``: pictures and
-    ``detections.json`` in ``out_dir`` (see :func:`~botnet.detection.predict.write_predictions`)."""
+    ``detections.json`` in ``out_dir`` (see :func:`~botnet.detection.predict.write_predictions`).
+    ``img_size``: the canvas side (default: the one trained at; ``canvas=`` is its old name)."""
+    img_size = old_argument("predict_images", "canvas", canvas, "img_size", img_size)
     dev = du.select_device(device)
-    loaded = load_model(weights, img_size=canvas, device=dev)
+    loaded = load_model(weights, img_size=img_size, device=dev)
     if loaded.task != DETECTION:
         raise UserError(f"{weights}: {task_title(loaded.task)} weights; use `botnet predict {loaded.task}`")
     return write_predictions(loaded.model, images, loaded.class_names, out_dir, cat_ids=loaded.metadata.get("cat_ids"),

@@ -59,7 +59,7 @@ class DetModelConfig(Checked):
     #: 0: train everything; 1: freeze the stem; k: the stem and the first k-1 stages
     freeze_at: int = 0
     #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}; its input
-    #: size is the canvas (data.canvas)
+    #: size is the canvas (data.img_size)
     options: dict[str, Any] = field(default_factory=dict)
     fpn_channels: int = 256
     #: one anchor size per pyramid level p2..p6 (pixels on the canvas), or ``auto``: sizes, scales
@@ -97,14 +97,15 @@ def detector_config(cfg: DetModelConfig | str | None = None, **changes: Any) -> 
 
 @dataclass
 class DetDataConfig(Checked):
-    limits: ClassVar[Limits] = {"canvas": CANVAS_SIDE, "scale_range": increasing_pair(above(0)), "hflip": fraction()}
+    limits: ClassVar[Limits] = {"img_size": CANVAS_SIDE, "scale_range": increasing_pair(above(0)), "hflip": fraction()}
     #: image folders and COCO instances files; the val pair may be empty (no evaluation)
     train_images: str = ""
     train_ann: str = ""
     val_images: str = ""
     val_ann: str = ""
-    #: side of the square training canvas (evaluation resizes the longer side to it)
-    canvas: int = 1024
+    #: side of the square training canvas (evaluation resizes the longer side to it); the backbone's
+    #: input size too
+    img_size: int = 1024
     #: scale jitter range: the paper's [0.8, 1.25], or [0.5, 2.0], [0.1, 2.0]
     scale_range: tuple[float, float] = (0.8, 1.25)
     hflip: float = 0.5
@@ -118,9 +119,10 @@ class DetDataConfig(Checked):
 class DetectionConfig(TrainConfig):
     task: ClassVar[str] = DETECTION
     recipe: ClassVar[str] = "det_12ep"
-    # the backbone was always built at the canvas: the old key never took effect
+    # the backbone was always built at the canvas: model.options.input_size never took effect
     renamed: ClassVar[tuple[Renamed, ...]] = TrainConfig.renamed + (
-        Renamed("model.options.input_size", "data.canvas", convert=lambda size, data: UNCHANGED),)
+        Renamed("data.canvas", "data.img_size"),
+        Renamed("model.options.input_size", "data.img_size", convert=lambda size, data: UNCHANGED))
     model: DetModelConfig = field(default_factory=DetModelConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)
     train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(epochs=12, batch_size=8, workers=8))

@@ -62,7 +62,7 @@ def freeze_stages(body: nn.Module, freeze_at: int) -> None:
                 p.requires_grad_(False)
 
 
-def build_backbone(cfg: DetModelConfig, canvas: int = DetDataConfig.canvas) -> BackboneWithFPN:
+def build_backbone(cfg: DetModelConfig, canvas: int = DetDataConfig.img_size) -> BackboneWithFPN:
     """The registered backbone ``cfg.name`` (``botnet.list_models()``) wrapped with an FPN.
 
     ``cfg.backbone_weights``: a weights source (:mod:`botnet.weights.pretrained`: ``imagenet``,
@@ -83,7 +83,7 @@ def build_backbone(cfg: DetModelConfig, canvas: int = DetDataConfig.canvas) -> B
 
 
 def build_maskrcnn(cfg: DetModelConfig | str | None = None, num_classes: int = 80, *,
-                   canvas: int = DetDataConfig.canvas, **changes: Any) -> nn.Module:
+                   canvas: int = DetDataConfig.img_size, **changes: Any) -> nn.Module:
     """A Mask R-CNN (``cfg.masks``) or Faster R-CNN with FPN, as ``cfg`` describes it.
 
     ``cfg`` is a :class:`~botnet.detection.config.DetModelConfig` (a run's ``model`` section: every
@@ -91,7 +91,7 @@ def build_maskrcnn(cfg: DetModelConfig | str | None = None, num_classes: int = 8
     None for the default config itself (``botnet50``); keyword ``changes`` set its fields
     (``norm="frozen"``, ``mask_roi_size=7``...), as torchvision's ``maskrcnn_resnet50_fpn(**kwargs)`` does. ``num_classes`` counts object categories, not the
     background (torchvision's ``num_classes`` is this plus one); images are resized so that their
-    longer side is ``canvas`` (a run's ``data.canvas``).
+    longer side is ``canvas`` (a run's ``data.img_size``).
     """
     cfg = detector_config(cfg, **changes)
     if num_classes < 1:

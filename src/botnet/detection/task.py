@@ -59,10 +59,10 @@ def load_training_data(cfg: DetectionConfig) -> tuple[CocoDetection, CocoDetecti
     if not (d.train_images and d.train_ann):
         raise UserError("no training data given: pass --data IMAGE_DIR and --ann INSTANCES.json "
                         "(data.train_images / data.train_ann)")
-    transforms = detection_train_transforms(d.canvas, d.scale_range, d.hflip)
+    transforms = detection_train_transforms(d.img_size, d.scale_range, d.hflip)
     # the jitter never scales an image's longer side past canvas x its largest factor: larger
     # photos are read at that size (a fraction of the decoding and of the masks' memory)
-    max_side = math.ceil(d.canvas * parse_scale_range(d.scale_range)[1])
+    max_side = math.ceil(d.img_size * parse_scale_range(d.scale_range)[1])
     train = CocoDetection(d.train_images, d.train_ann, transforms, with_masks=cfg.model.masks,
                           keep_empty=d.train_empty, strict=d.strict, max_side=max_side)
     if len(train) == 0:
@@ -116,7 +116,7 @@ class DetectionTask(Task):
     # -- model, loss, metrics --------------------------------------------------------------
 
     def build_model(self) -> nn.Module:
-        model = build_maskrcnn(self.cfg.model, len(self.class_names), canvas=self.cfg.data.canvas)
+        model = build_maskrcnn(self.cfg.model, len(self.class_names), canvas=self.cfg.data.img_size)
         report = model.backbone.body.load_report
         if report is not None and du.rank() == 0:
             print(f"backbone weights {self.cfg.model.backbone_weights}: {report.summary()}", file=sys.stderr)
@@ -131,7 +131,7 @@ class DetectionTask(Task):
         return [to_float_image(im, device) for im in images], targets
 
     def blank_batch(self, device):
-        size = self.cfg.data.canvas
+        size = self.cfg.data.img_size
         target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
                   "masks": torch.zeros(0, size, size, dtype=torch.uint8)}
         return [torch.zeros(3, size, size, dtype=torch.uint8, device=device)], [target], []
@@ -166,6 +166,6 @@ class DetectionTask(Task):
 
     def metadata(self) -> dict[str, Any]:
         return {"task": self.name, "class_names": list(self.class_names), "cat_ids": list(self.cat_ids),
-                "canvas": self.cfg.data.canvas, "detector": to_dict(self.cfg.model)}
+                "canvas": self.cfg.data.img_size, "detector": to_dict(self.cfg.model)}
 
 
