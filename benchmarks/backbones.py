@@ -93,7 +93,7 @@ def part2(args, device) -> tuple[str, dict]:
     rows, data = [], {"peak_tflops_bf16": peak}
     for key in args.models:
         name, size, batch, backbone = MFU_MODELS[key]
-        size = size or get_model_config(name).input_size[0]
+        size = size or get_model_config(name).img_size[0]
         model = create_model(name)
         macs_f = count_macs(model, (size, size), batch=batch, backbone_only=backbone)
         macs_t = count_macs(model, (size, size), batch=batch, backbone_only=backbone, backward=True)

@@ -61,7 +61,7 @@ def part2(args, device) -> tuple[str, dict]:
             x = torch.randn(4, 512, 32, 32, device=device)
         else:
             model = create_model(what).to(device).to(memory_format=torch.channels_last)
-            size = model.cfg.input_size
+            size = model.cfg.img_size
             x = torch.randn(args.batch, 3, *size, device=device).contiguous(memory_format=torch.channels_last)
         model.train(train)
         compiled = torch.compile(model)

@@ -92,7 +92,7 @@ def _classifier_step(name: str, size: int, batch: int, cfg, device) -> tuple[flo
 def run_paper(args, cfg, device):
     rows, data = [], {}
     for name, size in PAPER:
-        size = cfg["paper_size"] or size or get_model_config(name).input_size[0]
+        size = cfg["paper_size"] or size or get_model_config(name).img_size[0]
         batch, ms, mem = cfg["paper_batch"], float("nan"), float("nan")
         while batch >= 1:
             try:

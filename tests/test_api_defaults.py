@@ -79,3 +79,20 @@ def test_export_takes_img_size_and_its_old_name(tmp_path):
     with pytest.warns(FutureWarning, match="size=.*use img_size="):
         old = export_model("resnet_tiny", tmp_path / "old.onnx", size=(64, 64), check=False)
     assert new.input_shape == old.input_shape == [1, 3, 64, 64]
+
+
+def test_the_model_input_size_is_img_size_and_its_old_name_still_works():
+    import warnings
+
+    from botnet.models import ModelConfig, create_model, get_model_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name: no warning
+        assert create_model("resnet_tiny", num_classes=2, img_size=96).cfg.img_size == (96, 96)
+    with pytest.warns(FutureWarning, match="input_size is deprecated; use img_size"):
+        assert create_model("resnet_tiny", num_classes=2, input_size=(96, 80)).cfg.img_size == (96, 80)
+    old = {**get_model_config("resnet_tiny").to_dict(), "input_size": [80, 80]}
+    old.pop("img_size")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the config of a file written by an earlier version: silent
+        assert ModelConfig.from_dict(old).img_size == (80, 80)

@@ -57,7 +57,7 @@ def test_s1_and_t_models():
                for s in t3.stages for b in s)
     assert isinstance(t3.act1, torch.nn.SiLU)
     assert t3.layer4[0].attn.feat_size == (14, 14)
-    assert get_model_config("botnet_s1_t7").input_size == (384, 384)
+    assert get_model_config("botnet_s1_t7").img_size == (384, 384)
 
 
 def test_overrides_and_defaults():

@@ -19,7 +19,7 @@ from botnet.tasks import CLASSIFICATION
 
 
 #: model options with their own key in the classification config (one home each)
-OWN_KEYS = {"input_size": "data.img_size", "drop_rate": "model.drop_rate", "drop_path_rate": "model.drop_path_rate"}
+OWN_KEYS = {"img_size": "data.img_size", "input_size": "data.img_size", "drop_rate": "model.drop_rate", "drop_path_rate": "model.drop_path_rate"}
 
 
 def _no_own_keys(options: dict) -> str | None:

@@ -53,7 +53,7 @@ class ClassificationKind(TaskKind):
             raise UserError(f"{path}: {len(names)} class names in the metadata but the classifier has "
                             f"{net.num_classes} outputs")
         return LoadedModel(net.to(device).eval(), self.name, names, meta,
-                           img_size=_size_pair(img_size or meta.get("img_size") or net.cfg.input_size),
+                           img_size=_size_pair(img_size or meta.get("img_size") or net.cfg.img_size),
                            crop_pct=float(meta.get("crop_pct", 0.875)), mean=tuple(meta.get("mean", IMAGENET_MEAN)),
                            std=tuple(meta.get("std", IMAGENET_STD)), path=path)
 
@@ -67,7 +67,7 @@ class ClassificationKind(TaskKind):
 
     def export_plan(self, model: nn.Module, meta: dict[str, Any], *, size: Sequence[int] | None, dynamic: bool,
                     features: bool, format: str) -> ExportPlan:
-        default = meta.get("img_size") or model.cfg.input_size
+        default = meta.get("img_size") or model.cfg.img_size
         if size is None and dynamic:
             default = dynamic_size(default)  # a 32 px classifier exports at 64, whatever it was trained at
         h, w = check_size(size if size is not None else default, dynamic)

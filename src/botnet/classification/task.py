@@ -26,7 +26,7 @@ def model_input_size(model_cfg: ClsModelConfig, img_size: int | None = None) -> 
         return (img_size, img_size)
     from botnet.models import get_model_config
 
-    size = get_model_config(model_cfg.name).input_size
+    size = get_model_config(model_cfg.name).img_size
     return (int(size[0]), int(size[1]))
 
 

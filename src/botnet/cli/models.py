@@ -16,7 +16,7 @@ def run(args) -> int:
     for name in list_models(args.pattern):
         cfg = get_model_config(name)
         source = imagenet_source_for(name)
-        size = f"{cfg.input_size[0]}x{cfg.input_size[1]}"
+        size = f"{cfg.img_size[0]}x{cfg.img_size[1]}"
         line = f"{name:20s} {size:10s} {cfg.description}"
         print(line + (f"  [imagenet = {source}]" if source else ""))
     return 0

@@ -45,7 +45,7 @@ def run(args) -> int:
     if not args.model:
         raise SystemExit("botnet profile: give a MODEL or --paper")
     cfg = get_model_config(args.model)
-    size = tuple(args.img_size) if args.img_size else cfg.input_size
+    size = tuple(args.img_size) if args.img_size else cfg.img_size
     if len(size) == 1:
         size = (size[0], size[0])
     model = create_model(args.model)

@@ -45,7 +45,8 @@ class DetModelConfig(Checked):
         "mask_head_channels": each(at_least(1), nonempty=True), "mask_roi_size": at_least(1),
         "roi_sampling_ratio": at_least(0),
         "roi_align_impl": one_of("auto", "gather", "torchvision"), "detections_per_img": at_least(1),
-        "score_thresh": fraction()}
+        "score_thresh": fraction(),
+        "options": lambda o: "img_size has its own key: the canvas, data.img_size" if "img_size" in o else None}
     #: a registered backbone (``botnet models``): resnet*/botnet*
     name: str = "botnet50"
     #: Mask R-CNN (true) or Faster R-CNN (false)

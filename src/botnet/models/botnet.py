@@ -48,7 +48,7 @@ class BoTNet(nn.Module):
         self.in_chans = in_chans
         self._build_stem(cfg, in_chans, act_layer, norm_layer)
 
-        size = _down(_down(cfg.input_size))
+        size = _down(_down(cfg.img_size))
         channels = cfg.stem_width
         total = sum(cfg.layers)
         index = 0
@@ -93,7 +93,7 @@ class BoTNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
         self.default_cfg = {
             "architecture": name,
-            "input_size": (in_chans, *cfg.input_size),
+            "input_size": (in_chans, *cfg.img_size),  # timm's pretrained_cfg key
             "num_classes": num_classes,
             "mean": IMAGENET_MEAN,
             "std": IMAGENET_STD,

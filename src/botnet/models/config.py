@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,8 @@ class ModelConfig:
     #: activation on the projection shortcut of BoT blocks, as the reference code does
     bot_shortcut_act: bool = True
     zero_init_last: bool = True
-    #: default (H, W) input; also sizes the attention tables
-    input_size: tuple[int, int] = (224, 224)
+    #: default (H, W) input; also sizes the attention tables (``create_model(name, img_size=)``)
+    img_size: tuple[int, int] = (224, 224)
     #: dropout before the classifier
     drop_rate: float = 0.0
     #: stochastic depth rate of the last block (linear in the block index)
@@ -62,11 +63,15 @@ class ModelConfig:
         return self.out_channels or tuple(4 * w for w in self.widths)
 
     def replace(self, **overrides: Any) -> "ModelConfig":
+        if "input_size" in overrides:  # the field's name in earlier versions
+            warnings.warn("the model option input_size is deprecated; use img_size", FutureWarning, stacklevel=2)
+            size = overrides.pop("input_size")
+            overrides.setdefault("img_size", size)
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise UserError(f"unknown model option(s) {unknown}; known: {sorted(names - {'description'})}")
-        for key in ("layers", "bot_layers", "widths", "input_size", "out_channels"):
+        for key in ("layers", "bot_layers", "widths", "img_size", "out_channels"):
             if key in overrides and overrides[key] is not None:
                 overrides[key] = tuple(int(v) for v in overrides[key])
         if overrides.get("bot_blocks") is not None:
@@ -80,7 +85,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return cls(layers=tuple(d["layers"])).replace(**{k: v for k, v in d.items() if k != "layers"})
+        # files written by earlier versions name img_size input_size: read silently
+        fields = {("img_size" if k == "input_size" else k): v for k, v in d.items() if k != "layers"}
+        return cls(layers=tuple(d["layers"])).replace(**fields)
 
 
 def _lists(value: Any) -> Any:

@@ -20,7 +20,7 @@ from botnet.models.config import ModelConfig
 R50, R101, R152, R200 = (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3), (3, 24, 36, 3)
 C5_BOT3 = (0, 0, 0, 3)
 T_MODEL = dict(c5_stride=1, se_ratio=0.0625, act="silu")
-TIMM_T = dict(stem="tiered", bot_shortcut_act=False, scale_pos_embed=False, input_size=(256, 256))
+TIMM_T = dict(stem="tiered", bot_shortcut_act=False, scale_pos_embed=False, img_size=(256, 256))
 R26, BOT26 = (2, 2, 2, 2), ((), (), (1,), (0, 1))
 
 #: ``imagenet`` for the paper's depths: the same-depth torchvision ResNet's current best weights
@@ -35,23 +35,23 @@ PRESETS: dict[str, tuple[ModelConfig, tuple[str, ...]]] = {
     "resnet101": (ModelConfig(R101, description="ResNet-101 baseline"), TV101),
     "resnet152": (ModelConfig(R152, description="ResNet-152 baseline"), TV152),
     "resnet200": (ModelConfig(R200, description="ResNet-200 baseline"), NONE),
-    "botnet50": (ModelConfig(R50, C5_BOT3, input_size=(1024, 1024), description="BoT50 (detection backbone)"), TV50),
-    "botnet101": (ModelConfig(R101, C5_BOT3, input_size=(1024, 1024), description="BoT101 (detection backbone)"),
+    "botnet50": (ModelConfig(R50, C5_BOT3, img_size=(1024, 1024), description="BoT50 (detection backbone)"), TV50),
+    "botnet101": (ModelConfig(R101, C5_BOT3, img_size=(1024, 1024), description="BoT101 (detection backbone)"),
                   TV101),
-    "botnet152": (ModelConfig(R152, C5_BOT3, input_size=(1024, 1024), description="BoT152 (detection backbone)"),
+    "botnet152": (ModelConfig(R152, C5_BOT3, img_size=(1024, 1024), description="BoT152 (detection backbone)"),
                   TV152),
-    "botnet200": (ModelConfig(R200, C5_BOT3, input_size=(1024, 1024), description="BoT200 (detection backbone)"),
+    "botnet200": (ModelConfig(R200, C5_BOT3, img_size=(1024, 1024), description="BoT200 (detection backbone)"),
                   NONE),
     "botnet_s1_50": (ModelConfig(R50, C5_BOT3, c5_stride=1, description="BoTNet-S1-50 (stride-1 c5)"), TV50),
     "botnet_s1_t3": (ModelConfig((3, 4, 6, 6), (0, 0, 0, 6), **T_MODEL, description="T3 = BoTNet-S1-59"), NONE),
     "botnet_s1_t4": (ModelConfig((3, 4, 23, 6), (0, 0, 0, 6), **T_MODEL, description="T4 = BoTNet-S1-110"), NONE),
-    "botnet_s1_t5": (ModelConfig((3, 4, 23, 12), (0, 0, 0, 12), **T_MODEL, input_size=(256, 256),
+    "botnet_s1_t5": (ModelConfig((3, 4, 23, 12), (0, 0, 0, 12), **T_MODEL, img_size=(256, 256),
                                  description="T5 = BoTNet-S1-128 @256"), NONE),
-    "botnet_s1_t6": (ModelConfig((3, 4, 6, 12), (0, 0, 0, 12), **T_MODEL, input_size=(320, 320),
+    "botnet_s1_t6": (ModelConfig((3, 4, 6, 12), (0, 0, 0, 12), **T_MODEL, img_size=(320, 320),
                                  description="T6 = BoTNet-S1-77 @320"), NONE),
-    "botnet_s1_t7_320": (ModelConfig((3, 4, 23, 12), (0, 0, 0, 12), **T_MODEL, input_size=(320, 320),
+    "botnet_s1_t7_320": (ModelConfig((3, 4, 23, 12), (0, 0, 0, 12), **T_MODEL, img_size=(320, 320),
                                      description="T7-320 = BoTNet-S1-128 @320"), NONE),
-    "botnet_s1_t7": (ModelConfig((3, 4, 23, 12), (0, 0, 0, 12), **T_MODEL, input_size=(384, 384),
+    "botnet_s1_t7": (ModelConfig((3, 4, 23, 12), (0, 0, 0, 12), **T_MODEL, img_size=(384, 384),
                                  description="T7 = BoTNet-S1-128 @384"), NONE),
     # timm's BoTNets ("T": tiered stem, "s": SiLU) with timm's ImageNet-1k weights; docs/pretrained.md
     "botnet26t_256": (ModelConfig(R26, bot_blocks=BOT26, **TIMM_T, description="timm's botnet26t_256"),
@@ -67,12 +67,12 @@ PRESETS: dict[str, tuple[ModelConfig, tuple[str, ...]]] = {
     "botnet50ts_256": (ModelConfig(R50, bot_blocks=((), (3,), (1, 3, 5), (1,)), act="silu", **TIMM_T,
                                    description="timm's botnet50ts_256"), NONE),
     # small variants (ours, not the paper's): same structure, a fraction of the width and depth
-    "resnet_tiny": (ModelConfig((1, 1, 1, 1), stem_width=16, widths=(16, 32, 64, 128), input_size=(128, 128),
+    "resnet_tiny": (ModelConfig((1, 1, 1, 1), stem_width=16, widths=(16, 32, 64, 128), img_size=(128, 128),
                                 description="tiny ResNet (tests, CPU demo)"), NONE),
     "botnet_tiny": (ModelConfig((1, 1, 1, 1), (0, 0, 0, 1), stem_width=16, widths=(16, 32, 64, 128),
-                                input_size=(128, 128), description="tiny BoTNet (tests, CPU demo)"), NONE),
+                                img_size=(128, 128), description="tiny BoTNet (tests, CPU demo)"), NONE),
     "botnet_s1_tiny": (ModelConfig((1, 1, 1, 2), (0, 0, 0, 2), stem_width=16, widths=(16, 32, 64, 128),
-                                   input_size=(128, 128), **T_MODEL, description="tiny BoTNet-S1 T-style"), NONE),
+                                   img_size=(128, 128), **T_MODEL, description="tiny BoTNet-S1 T-style"), NONE),
 }
 
 #: The paper's figures for ``botnet profile --paper``: params (M, with the 1000-way classifier)

@@ -62,7 +62,7 @@ def create_model(
     """
     cfg = get_model_config(name)
     if img_size is not None:
-        overrides["input_size"] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        overrides["img_size"] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     cfg = cfg.replace(**overrides)
     return BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
 

@@ -72,7 +72,7 @@ def convert_weights(
     if class_names is not None and len(class_names) != num_classes:
         raise UserError(f"{len(class_names)} class names for a classifier of {num_classes} classes")
     meta: dict[str, Any] = {
-        "task": CLASSIFICATION, "img_size": list(net.cfg.input_size), "crop_pct": 0.875,
+        "task": CLASSIFICATION, "img_size": list(net.cfg.img_size), "crop_pct": 0.875,
         "mean": list(net.default_cfg["mean"]), "std": list(net.default_cfg["std"]),
         "converted_from": {"file": Path(str(src)).name, "source": fetched.origin, "layout": source,
                            "loaded": len(report.loaded), "left_at_init": report.missing[:50],

@@ -23,7 +23,7 @@ reads it). These keys are used:
     presets may change without breaking old files) and the classifier size.
 ``img_size`` ([H, W]), ``crop_pct``, ``mean``, ``std`` (classification)
     Evaluation preprocessing: resize the shorter side to ``max(img_size) / crop_pct``, center-crop
-    ``img_size``, normalise. Defaults: the config's ``input_size``, 0.875, ImageNet mean / std.
+    ``img_size``, normalise. Defaults: the config's ``img_size``, 0.875, ImageNet mean / std.
 ``canvas``, ``detector``, ``cat_ids`` (detection)
     The square training canvas (at inference the longer side is resized to it), the
     :class:`~botnet.detection.config.DetModelConfig` as a dict, and the dataset's category id of
@@ -50,7 +50,7 @@ from botnet.weights.fit import differences
 
 #: ModelConfig fields that do not change the weights or the function of a trained model:
 #: position tables are resized to any input size, the rest only act during training or at init.
-CONFIG_FIELDS_FREE_AT_INFERENCE = ("input_size", "drop_rate", "drop_path_rate", "zero_init_last", "description")
+CONFIG_FIELDS_FREE_AT_INFERENCE = ("img_size", "input_size", "drop_rate", "drop_path_rate", "zero_init_last", "description")
 #: position tables: resized on load (any length), so only their width must match
 _RESIZED_TABLES = ("rel_h", "rel_w", "abs_h", "abs_w")
 
@@ -78,7 +78,7 @@ class LoadedModel:
 
 def config_differences(file_config: Mapping[str, Any], model_config: Mapping[str, Any]) -> list[str]:
     """``"field: file X, model Y"`` for every architecture field that differs between two config
-    dicts (fields free at inference, such as ``input_size``, are ignored)."""
+    dicts (fields free at inference, such as ``img_size``, are ignored)."""
     return differences(file_config, model_config, ("file", "model"), CONFIG_FIELDS_FREE_AT_INFERENCE)
 
 
@@ -163,7 +163,7 @@ def build_classifier_from_file(path: str | os.PathLike, meta: Mapping[str, Any],
         raise UserError(f"{path}: the file does not say which model it holds (no 'config' in its metadata); "
                         "name the architecture (--model NAME, or model=NAME)")
     if img_size is not None:
-        cfg = cfg.replace(input_size=(img_size, img_size) if isinstance(img_size, int) else tuple(img_size))
+        cfg = cfg.replace(img_size=(img_size, img_size) if isinstance(img_size, int) else tuple(img_size))
     num_classes = _num_classes(path, meta)
     net = build_checked(path, lambda: BoTNet(cfg, num_classes=num_classes, name=name))
     load_weights(net, path)
