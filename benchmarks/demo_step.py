@@ -63,7 +63,7 @@ def main() -> None:
     device = torch.device("cpu")
     info = common.machine(device)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_shapes_dataset(tmp, train=16, val=16, size=128, seed=0)
+        paths = make_shapes_dataset(tmp, train=16, val=16, img_size=128, seed=0)
         cfg = resolve_run_config(DetectionConfig, "demo_shapes", [
             f"data.train_images={paths['train_images']}", f"data.train_ann={paths['train_ann']}",
             f"data.val_images={paths['val_images']}", f"data.val_ann={paths['val_ann']}"])

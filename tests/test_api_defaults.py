@@ -39,7 +39,7 @@ PAIRS = [
     (["convert", "w.pth", "--model", "m", "--out", "o"], convert_weights, {
         "source": "source", "num_classes": "num_classes", "img_size": "img_size",
         "scale_pos_embed": "scale_pos_embed", "strict": "strict"}),
-    (["data", "shapes", "out"], make_shapes_dataset, {"train": "train", "val": "val", "img_size": "size",
+    (["data", "shapes", "out"], make_shapes_dataset, {"train": "train", "val": "val", "img_size": "img_size",
                                                       "seed": "seed"}),
     (["demo"], run_demo, {"out": "out", "train": "train", "val": "val", "epochs": "epochs", "workers": "workers",
                           "pictures": "pictures"}),
@@ -96,3 +96,14 @@ def test_the_model_input_size_is_img_size_and_its_old_name_still_works():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the config of a file written by an earlier version: silent
         assert ModelConfig.from_dict(old).img_size == (80, 80)
+
+
+def test_the_shapes_generator_takes_img_size_and_its_old_name(tmp_path):
+    import json
+
+    with pytest.warns(FutureWarning, match="size=.*use img_size="):
+        old = make_shapes_dataset(tmp_path / "old", train=1, val=0, size=40)
+    new = make_shapes_dataset(tmp_path / "new", train=1, val=0, img_size=40)
+    for paths in (old, new):
+        images = json.loads(paths["train_ann"].read_text())["images"]
+        assert [(im["height"], im["width"]) for im in images] == [(40, 40)]

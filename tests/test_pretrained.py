@@ -207,7 +207,7 @@ def test_train_det_backbone_from_timm_weights(caches, no_network, tmp_path, caps
     from botnet.data.shapes import make_shapes_dataset
 
     put_in_hf_cache(caches, BOT26, narrow_timm_botnet26t().state_dict())
-    shapes = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, size=64, seed=1)
+    shapes = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, img_size=64, seed=1)
     code = main(["train", "det", "--data", str(shapes["train_images"]), "--ann", str(shapes["train_ann"]),
                  "--out", str(tmp_path / "run"), "--model", "botnet26t_256", "--backbone-weights",
                  "timm:botnet26t_256.c1_in1k", "--config", "demo_shapes", "--img-size", "64", "--epochs", "1",
@@ -315,7 +315,7 @@ def test_small_data_recipe_starts_from_imagenet_by_name(caches, no_network, tmp_
     from botnet.data.shapes import make_shapes_dataset
 
     torch.save(randomise(botnet.create_model("resnet50", **NARROW_R50)).state_dict(), torch_hub_file(caches))
-    shapes = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, size=64, seed=1)
+    shapes = make_shapes_dataset(tmp_path / "shapes", train=4, val=2, img_size=64, seed=1)
     code = main(["train", "det", "--config", "det_finetune_small", "--data", str(shapes["train_images"]),
                  "--ann", str(shapes["train_ann"]), "--out", str(tmp_path / "run"), "--img-size", "64",
                  "--anchors", "auto", "--workers", "0", "--batch-size", "2", "--epochs", "1",

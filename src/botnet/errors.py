@@ -1,9 +1,13 @@
-"""User-facing errors.
+"""User-facing errors, and the warning for a renamed Python keyword.
 
 Anything the user can fix (a bad path, a malformed file, an unknown model name) raises
 :class:`UserError`. The command line prints its message without a traceback and exits non-zero;
 library callers get an ordinary exception that subclasses ``ValueError``.
 """
+from __future__ import annotations
+
+import warnings
+from typing import Any
 
 
 class UserError(ValueError):
@@ -22,3 +26,12 @@ class DataError(UserError):
                 shown += f"\n  ... and {more} more"
             message = f"{message}\n{shown}"
         super().__init__(message)
+
+
+def old_argument(function: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
+    """The value of a renamed Python keyword: the old keyword's where it is given, with a
+    FutureWarning naming the new one (one name per quantity: the command line's), else ``new``'s."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"{function}({old}=) is deprecated; use {new}=", FutureWarning, stacklevel=3)
+    return old_value

@@ -36,8 +36,7 @@ from torch import nn
 
 from botnet import export_formats as formats
 from botnet.engine.progress import Phases
-from botnet.engine.renamed_keys import old_argument
-from botnet.errors import UserError
+from botnet.errors import UserError, old_argument
 from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
     ExportCheckError,
     check_export,

@@ -7,7 +7,7 @@ from botnet.data.shapes import SHAPE_CLASSES, generate_image, make_shapes_datase
 
 
 def test_dataset_is_valid_coco_with_exact_masks(tmp_path):
-    paths = make_shapes_dataset(tmp_path / "shapes", train=6, val=3, size=48, seed=3)
+    paths = make_shapes_dataset(tmp_path / "shapes", train=6, val=3, img_size=48, seed=3)
     train = CocoDetection(paths["train_images"], paths["train_ann"])  # validates
     val = CocoDetection(paths["val_images"], paths["val_ann"])
     assert len(train) == 6 and len(val) == 3
@@ -41,8 +41,8 @@ def test_pixels_under_a_mask_have_the_shape_colour():
 
 
 def test_generation_is_reproducible(tmp_path):
-    a = make_shapes_dataset(tmp_path / "a", train=2, val=0, size=32, seed=5)
-    b = make_shapes_dataset(tmp_path / "b", train=2, val=0, size=32, seed=5)
+    a = make_shapes_dataset(tmp_path / "a", train=2, val=0, img_size=32, seed=5)
+    b = make_shapes_dataset(tmp_path / "b", train=2, val=0, img_size=32, seed=5)
     assert a["train_ann"].read_text() == b["train_ann"].read_text()
     im_a = np.asarray(Image.open(a["train_images"] / "train_000001.png"))
     im_b = np.asarray(Image.open(b["train_images"] / "train_000001.png"))

@@ -20,7 +20,7 @@ TINY = ["--config", "demo_shapes", "--img-size", "64", "--workers", "0", "--set"
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
-    return make_shapes_dataset(root, train=10, val=4, size=64, seed=1)
+    return make_shapes_dataset(root, train=10, val=4, img_size=64, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def _mixed_shapes(root):
     from PIL import Image
     from pycocotools import mask as mask_utils
 
-    data = make_shapes_dataset(root, train=40, val=6, size=64, seed=2)
+    data = make_shapes_dataset(root, train=40, val=6, img_size=64, seed=2)
     doc = json.loads(data["val_ann"].read_text())
     borders = [(0, 0), (0, 64), (64, 0), (0, 0), (0, 64), (0, 64)]
     grow = {im["id"]: borders[i] for i, im in enumerate(doc["images"])}

@@ -45,7 +45,7 @@ def _one_thread(one_thread):
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), train=320, val=60, size=SIZE, seed=1)
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), train=320, val=60, img_size=SIZE, seed=1)
 
 
 @pytest.fixture(scope="module")

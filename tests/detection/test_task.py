@@ -14,7 +14,7 @@ SMALL_MODEL = dict(name="resnet_tiny", norm="bn", fpn_channels=32, anchor_sizes=
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), train=6, val=3, size=48, seed=2)
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), train=6, val=3, img_size=48, seed=2)
 
 
 def _task(shapes, masks=True, strict=False, **model):

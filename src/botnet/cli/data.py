@@ -39,7 +39,7 @@ def _shapes(args: argparse.Namespace) -> int:
     if args.img_size < 32:
         raise UserError(f"--img-size {args.img_size}: images must be at least 32 pixels")
     Outputs(folder=args.out, flag="OUT")  # a folder that can be written, checked before any image is drawn
-    paths = make_shapes_dataset(args.out, train=args.train, val=args.val, size=args.img_size, seed=args.seed)
+    paths = make_shapes_dataset(args.out, train=args.train, val=args.val, img_size=args.img_size, seed=args.seed)
     for key in ("train", "val"):
         if f"{key}_ann" in paths:
             print(f"{key}: {paths[f'{key}_images']}  {paths[f'{key}_ann']}")

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from botnet.errors import old_argument
 from botnet.io import atomic_path, write_json
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross")
@@ -158,9 +159,11 @@ def write_split(out_dir: str | os.PathLike, split: str, num_images: int, size: i
     return ann_file
 
 
-def make_shapes_dataset(out_dir: str | os.PathLike, train: int = 1000, val: int = 200, size: int = 128,
-                        seed: int = 0, progress=None) -> dict[str, Path]:
-    """Write the train and val splits; returns the paths a detection run needs."""
+def make_shapes_dataset(out_dir: str | os.PathLike, train: int = 1000, val: int = 200, img_size: int = 128,
+                        seed: int = 0, progress=None, size: int | None = None) -> dict[str, Path]:
+    """Write the train and val splits of ``img_size`` x ``img_size`` images (``size=`` is its old
+    name); returns the paths a detection run needs."""
+    size = old_argument("make_shapes_dataset", "size", size, "img_size", img_size)
     out_dir = Path(out_dir)
     paths = {}
     for split, n, split_seed in (("train", train, seed), ("val", val, seed + 1_000_003)):

@@ -15,8 +15,7 @@ from botnet.engine import evaluate, train
 from botnet.engine.config import from_dict
 from botnet.engine.hooks import Hook
 from botnet.engine.recipes import RecipeChoice
-from botnet.engine.renamed_keys import old_argument
-from botnet.errors import UserError
+from botnet.errors import UserError, old_argument
 from botnet.engine.evaluate import EVAL_FILE, weights_amp
 from botnet.io import Outputs
 from botnet.tasks import DETECTION, task_title

@@ -55,7 +55,7 @@ def run_demo(out: str | os.PathLike = "botnet-demo", *, train: int = 1000, val: 
     cfg = resolve_run_config(DetectionConfig, DEMO_RECIPE, settings)  # a bad setting stops before any work
     if not (data["train_ann"].is_file() and data["val_ann"].is_file()):
         say(f"[1/4] generating {train} + {val} images of shapes in {out / 'data'}")
-        make_shapes_dataset(out / "data", train=train, val=val, size=128)
+        make_shapes_dataset(out / "data", train=train, val=val, img_size=128)
     else:
         say(f"[1/4] using the dataset in {out / 'data'}")
 

@@ -86,13 +86,3 @@ def _sync_bn(on: bool, data: dict) -> Any:
 #: SyncBatchNorm is ``model.norm: syncbn`` (the task decides it: botnet.engine.parts.prepare_model)
 SYNC_BN = Renamed("dist.sync_bn", "model.norm", convert=_sync_bn, default=False)
 
-
-def old_argument(function: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
-    """The value of a Python keyword that was renamed: ``new``'s, or the old keyword's with a
-    FutureWarning naming the new one."""
-    if old_value is None:
-        return new_value
-    import warnings
-
-    warnings.warn(f"{function}({old}=) is deprecated; use {new}=", FutureWarning, stacklevel=3)
-    return old_value if new_value is None else new_value
