@@ -24,6 +24,7 @@ CLS_BAD = [
     (["--set", "optim.name=adam"], "optim.name='adam'"),
     (["--set", "amp.dtype=fp8"], "amp.dtype='fp8'"),
     (["--set", "data.randaugment.magnitude=40"], "data.randaugment.magnitude=40"),
+    (["--set", "model.options={img_size: 64}"], "model.options={'img_size': 64}"),  # one key per setting
 ]
 
 
@@ -37,6 +38,17 @@ def test_train_cls_refuses_out_of_range_values(colour_folder, tmp_path, capsys, 
     assert listing(out) == []
 
 
+def test_train_cls_refuses_a_non_square_old_input_size(colour_folder, tmp_path, capsys):
+    # the old key moves to data.img_size, one side: a non-square size cannot (with --img-size it is unused)
+    out = tmp_path / "run"
+    fast = [f for i, f in enumerate(CLS_FAST) if "--img-size" not in CLS_FAST[max(i - 1, 0):i + 1]]
+    code, err = run_cli(capsys, "train", "cls", "--data", colour_folder, "--out", out, "--epochs", "1", *fast,
+                        "--set", "model.options.input_size=[64, 96]")
+    assert code == 2
+    assert "model.options.input_size=[64, 96]" in err and "data.img_size" in err
+    assert listing(out) == []
+
+
 DET_BAD = [
     (["--img-size", "0"], "data.img_size=0"),
     (["--img-size", "-64"], "data.img_size=-64"),
@@ -45,6 +57,7 @@ DET_BAD = [
     (["--set", "model.score_thresh=2"], "model.score_thresh=2"),
     (["--set", "model.mask_head_channels=[]"], "model.mask_head_channels=[]"),
     (["--set", "model.anchor_sizes=[8,16]"], "model.anchor_sizes=[8, 16]"),  # was refused only by the builder
+    (["--set", "model.options={img_size: 64}"], "model.options={'img_size': 64}"),  # the canvas is data.img_size
 ]
 
 

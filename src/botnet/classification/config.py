@@ -24,7 +24,7 @@ OWN_KEYS = {"img_size": "data.img_size", "input_size": "data.img_size", "drop_ra
 
 def _no_own_keys(options: dict) -> str | None:
     taken = sorted(set(options) & set(OWN_KEYS))
-    return f"{taken[0]} has its own key: set {OWN_KEYS[taken[0]]}" if taken else None
+    return f"must not hold {taken[0]}: it has its own key, {OWN_KEYS[taken[0]]}" if taken else None
 
 
 @dataclass
@@ -89,8 +89,8 @@ def _square_side(size: Any, data: dict) -> Any:
         return UNCHANGED  # data.img_size won over it
     side = [size, size] if isinstance(size, int) else list(size)
     if len(side) != 2 or side[0] != side[1]:
-        raise UserError(f"config: model.options.input_size={size!r}: the training resolution is one side; "
-                        "set data.img_size")
+        raise UserError(f"config: model.options.input_size={size!r}: must be square, the one side of "
+                        "data.img_size (its key now)")
     return int(side[0])
 
 

@@ -46,7 +46,7 @@ class DetModelConfig(Checked):
         "roi_sampling_ratio": at_least(0),
         "roi_align_impl": one_of("auto", "gather", "torchvision"), "detections_per_img": at_least(1),
         "score_thresh": fraction(),
-        "options": lambda o: "img_size has its own key: the canvas, data.img_size" if "img_size" in o else None}
+        "options": lambda o: "must not hold img_size: the canvas, data.img_size" if "img_size" in o else None}
     #: a registered backbone (``botnet models``): resnet*/botnet*
     name: str = "botnet50"
     #: Mask R-CNN (true) or Faster R-CNN (false)
