@@ -1,5 +1,6 @@
-"""The Python API and the command line default to the same settings: a function called with no
-options does what the command does with no flags."""
+"""The Python API names a setting as the command line does and defaults to the same value: a
+function called with no options does what the command does with no flags. Old keywords still work
+with a FutureWarning; files written by earlier versions load silently."""
 from __future__ import annotations
 
 import inspect
@@ -107,3 +108,25 @@ def test_the_shapes_generator_takes_img_size_and_its_old_name(tmp_path):
     for paths in (old, new):
         images = json.loads(paths["train_ann"].read_text())["images"]
         assert [(im["height"], im["width"]) for im in images] == [(40, 40)]
+
+
+def test_a_weights_file_of_an_earlier_version_loads_silently(tmp_path):
+    # its config names the input size input_size: read as img_size without a warning
+    import json
+    import warnings
+
+    from safetensors.torch import load_file, save_file
+
+    from botnet.models import create_model
+    from botnet.weights import read_metadata, save_weights
+
+    path = tmp_path / "old.safetensors"
+    save_weights(create_model("resnet_tiny", num_classes=2, img_size=48), path,
+                 {"task": "cls", "class_names": ["a", "b"]})
+    meta = read_metadata(path)
+    meta["config"]["input_size"] = meta["config"].pop("img_size")
+    save_file(load_file(str(path)), str(path), metadata={"botnet": json.dumps(meta)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predictor = botnet.load(path, device="cpu")
+    assert predictor.config.img_size == (48, 48) and predictor.img_size == (48, 48)
