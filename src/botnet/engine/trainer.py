@@ -35,6 +35,7 @@ from botnet.engine.optim import build_optimizer, build_scheduler
 from botnet.engine.run_dir import finished_summary, hold_run_dir
 from botnet.engine.run_log import NullRunLog, RunLog
 from botnet.engine.task import Task
+from botnet.engine.threads import apply_cpu_setting, cpu_setting
 from botnet.errors import UserError
 from botnet.weights import save_weights
 
@@ -48,6 +49,7 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str 
     """Train ``task`` with ``cfg`` into ``out_dir``; continue from ``resume`` (a checkpoint file or
     a run folder) if given. Returns the final summary (also written to ``metrics.json``)."""
     device = du.select_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
+    apply_cpu_setting(cpu_setting())
     info = du.setup(cfg.dist.backend, device)
     try:
         resume_from = ckpt.resolve_resume(resume) if resume is not None else None
