@@ -28,7 +28,7 @@ import yaml
 # from_dict / to_dict live with the checks and are used from here by the tasks
 from botnet.engine.config_validate import (  # noqa: F401
     Checked, Limits, above, at_least, each, fraction, from_dict, one_of, to_dict)
-from botnet.errors import UserError
+from botnet.errors import UserError, did_you_mean
 from botnet.io import write_text
 
 C = TypeVar("C")
@@ -198,6 +198,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _dotted_keys(data: dict, prefix: str = "") -> list[str]:
+    return [k for name, v in data.items()
+            for k in (_dotted_keys(v, f"{prefix}{name}.") if isinstance(v, dict) and v else [prefix + name])]
+
+
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     data = copy.deepcopy(data)
     for text in overrides:
@@ -205,10 +210,10 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         node = data
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
-                raise UserError(f"override {text!r}: {part!r} is not a config section")
+                raise UserError(f"override {text!r}: {part!r} is not a config section{did_you_mean('.'.join(path), _dotted_keys(data))}")
             node = node[part]
         if path[-1] not in node:
-            raise UserError(f"override {text!r}: unknown key {'.'.join(path)!r}")
+            raise UserError(f"override {text!r}: unknown key {'.'.join(path)!r}{did_you_mean('.'.join(path), _dotted_keys(data))}")
         node[path[-1]] = value
     return data
 
