@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
 from botnet.errors import UserError
 from botnet.models.botnet import BoTNet
 from botnet.models.config import ModelConfig
+from botnet.models.features import FeatureExtractor
 from botnet.models.presets import PRESETS
 
 _REGISTRY: dict[str, ModelConfig] = {}
@@ -40,8 +41,10 @@ def create_model(
     norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     img_size: int | tuple[int, int] | None = None,
     pretrained: str | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3, 4),
     **overrides: Any,
-) -> BoTNet:
+) -> BoTNet | FeatureExtractor:
     """Build a registered model.
 
     ``img_size`` sets the default input (and so the native size of the attention tables); any
@@ -52,6 +55,10 @@ def create_model(
     ``pretrained``: weights to start from (:mod:`botnet.pretrained`): ``"imagenet"``,
     ``"torchvision:ResNet50_Weights.IMAGENET1K_V2"``, ``"timm:botnet26t_256.c1_in1k"`` or a local
     file; what was loaded, skipped and left at init is in ``model.load_report``.
+
+    ``features_only=True`` (timm's convention): a :class:`~botnet.models.features.FeatureExtractor`
+    returning the feature maps of levels ``out_indices`` (0: stem, 1..4: c2..c5) as a list,
+    described by its ``feature_info`` (channels, reduction, module per level).
     """
     cfg = get_model_config(name)
     if img_size is not None:
@@ -62,7 +69,7 @@ def create_model(
         from botnet.pretrained import load_pretrained
 
         model.load_report = load_pretrained(model, pretrained)
-    return model
+    return FeatureExtractor(model, out_indices) if features_only else model
 
 
 for _name, _cfg in PRESETS.items():
