@@ -27,6 +27,8 @@ def add_engine_args(p: argparse.ArgumentParser, recipe_example: str, lr_example:
     p.add_argument("--device", choices=DEVICES)
     p.add_argument("--amp", choices=AMP_CHOICES, help="precision (default auto: the faster of bf16 and fp32 "
                                                        "where the device runs bf16, else fp32)")
+    p.add_argument("--mlflow", action="store_true", help="also log to MLflow's file store in RUN/mlruns "
+                                                          "(log.mlflow; no server, needs mlflow)")
     p.add_argument("--resume", metavar="PATH", help="continue a run: its folder or a checkpoint file")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -64,7 +66,8 @@ def report_skipped(skipped: dict[str, str], total: int) -> None:
 def engine_flags(args: argparse.Namespace) -> dict:
     """Config keys set by the engine flags (None: not given)."""
     return {"train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.workers": args.workers,
-            "train.device": args.device, "amp.dtype": args.amp, "data.strict": True if args.strict else None}
+            "train.device": args.device, "amp.dtype": args.amp, "data.strict": True if args.strict else None,
+            "log.mlflow": True if args.mlflow else None}
 
 
 def as_overrides(flags: dict) -> list[str]:

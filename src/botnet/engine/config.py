@@ -28,6 +28,7 @@ import yaml
 # from_dict / to_dict live with the checks and are used from here by the tasks
 from botnet.engine.config_validate import (  # noqa: F401
     Checked, Limits, above, at_least, each, fraction, from_dict, one_of, to_dict)
+from botnet.engine.run_log import mlflow_installed
 from botnet.errors import UserError, did_you_mean
 from botnet.io import write_text
 
@@ -126,10 +127,13 @@ class CheckpointConfig(Checked):
 
 @dataclass
 class LogConfig(Checked):
-    limits: ClassVar[Limits] = {"every_steps": at_least(1), "progress": one_of("auto", "always", "never")}
-    #: one metrics.csv row (and TensorBoard point) every N optimizer steps
+    limits: ClassVar[Limits] = {"every_steps": at_least(1), "progress": one_of("auto", "always", "never"),
+                                "mlflow": mlflow_installed}
+    #: a console line and metrics.csv row every N optimizer steps (more often in short runs, and every 30 s)
     every_steps: int = 20
     tensorboard: bool = True
+    #: also log to an MLflow file store in RUN/mlruns (no server; needs the mlflow package)
+    mlflow: bool = False
     plot: bool = True
     #: progress bar: auto (only on a terminal) | always | never
     progress: str = "auto"

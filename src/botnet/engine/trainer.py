@@ -129,8 +129,8 @@ class Trainer:
             saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stop_after_steps=None))
             save_config(saved, out_dir / "config.yaml")
             prior = ckpt.run_dir_of(self.resume_from) / "metrics.csv" if self.resume_from else None
-            self.log = RunLog(out_dir, self.total_steps, self.step, tensorboard=cfg.log.tensorboard,
-                              plot=cfg.log.plot, progress=cfg.log.progress, prior_csv=prior)
+            self.log = RunLog(out_dir, self.total_steps, self.step, tensorboard=cfg.log.tensorboard, plot=cfg.log.plot,
+                              progress=cfg.log.progress, prior_csv=prior, mlflow_params=cfg.log.mlflow and to_dict(cfg))
         else:
             self.log = NullRunLog()
 
