@@ -39,13 +39,15 @@ class CpuSetting:
 #: the candidates benchmarks/busy_cpu.py measures, the first being the behaviour before it
 SETTINGS = {s.name: s for s in (
     CpuSetting("torch"),
-    CpuSetting("threads1", threads=1),
-    CpuSetting("threads2", threads=2),
-    CpuSetting("threads1_workers0", threads=1, max_workers=0),
+    CpuSetting("threads1", threads=1, max_workers=0),
+    CpuSetting("threads2", threads=2, max_workers=0),
     CpuSetting("threads1_workers1", threads=1, max_workers=1),
     CpuSetting("threads1_workers2", threads=1, max_workers=2),
+    CpuSetting("threads2_workers1", threads=2, max_workers=1),
+    CpuSetting("threads2_workers2", threads=2, max_workers=2),
     CpuSetting("passive", passive_wait=True),
-    CpuSetting("threads1_passive", threads=1, passive_wait=True),
+    CpuSetting("threads1_passive", threads=1, max_workers=0, passive_wait=True),
+    CpuSetting("threads2_passive", threads=2, max_workers=0, passive_wait=True),
 )}
 
 #: the setting of every run: set it to the winner of benchmarks/busy_cpu.py (BENCHMARKS.md)
