@@ -29,6 +29,12 @@ def test_amp_is_a_flag_of_both_training_commands(task):
     assert engine_flags(build_cli().parser.parse_args(["train", task]))["amp.dtype"] is None  # the recipe's
 
 
+@pytest.mark.parametrize("task", ["cls", "det"])
+def test_mlflow_is_a_switch_of_both_training_commands(task):
+    assert engine_flags(build_cli().parser.parse_args(["train", task, "--mlflow"]))["log.mlflow"] is True
+    assert engine_flags(build_cli().parser.parse_args(["train", task]))["log.mlflow"] is None
+
+
 @pytest.mark.parametrize("flag", ["none", "None", "NONE"])
 def test_backbone_weights_none_means_no_weights(flag):
     from botnet.cli.det import train_overrides
