@@ -18,6 +18,7 @@ LONG = {
     "tests.deploy.test_export": ["test_onnx_dynamic_backbone_features", "test_cli_onnx_dynamic_classifier_runs_at_other_sizes",
                                  "test_torch_export_program_is_dynamic", "test_detector_onnx_matches_pytorch"],
     "tests.test_cli_core": ["test_profile_paper_table_counts_within_the_paper_tolerance"],
+    "tests.test_docs_commands": ["test_the_cheap_documented_commands_run_as_written"],
 }
 
 
