@@ -109,6 +109,6 @@ def test_ctrl_c_names_the_command_that_resumes(colour_folder, tmp_path, capsys, 
 def test_train_cls_weights_none_trains_from_scratch(colour_folder, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "cls", "--data", str(colour_folder), "--out", str(run), "--weights", "none", "--model",
-                 "resnet_tiny", "--img-size", "32", "--workers", "0", "--epochs", "1", "--set",
+                 "resnet_tiny", "--img-size", "32", "--workers", "0", "--epochs", "1", "--batch-size", "16", "--set",
                  "train.stop_after_steps=1", "--set", "log.tensorboard=false", "--set", "log.progress=never"]) == 0
     assert load_config(ClassificationConfig, run / "config.yaml").model.init_weights is None
