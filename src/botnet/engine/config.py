@@ -28,7 +28,8 @@ import yaml
 # from_dict / to_dict live with the checks and are used from here by the tasks
 from botnet.engine.config_validate import (  # noqa: F401
     Checked, Limits, above, at_least, each, fraction, from_dict, one_of, to_dict)
-from botnet.errors import UserError
+from botnet.engine.run_log import mlflow_installed
+from botnet.errors import UserError, did_you_mean
 from botnet.io import write_text
 
 C = TypeVar("C")
@@ -126,10 +127,13 @@ class CheckpointConfig(Checked):
 
 @dataclass
 class LogConfig(Checked):
-    limits: ClassVar[Limits] = {"every_steps": at_least(1), "progress": one_of("auto", "always", "never")}
-    #: one metrics.csv row (and TensorBoard point) every N optimizer steps
+    limits: ClassVar[Limits] = {"every_steps": at_least(1), "progress": one_of("auto", "always", "never"),
+                                "mlflow": mlflow_installed}
+    #: a console line and metrics.csv row every N optimizer steps (more often in short runs, and every 30 s)
     every_steps: int = 20
     tensorboard: bool = True
+    #: also log to an MLflow file store in RUN/mlruns (no server; needs the mlflow package)
+    mlflow: bool = False
     plot: bool = True
     #: progress bar: auto (only on a terminal) | always | never
     progress: str = "auto"
@@ -198,6 +202,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _dotted_keys(data: dict, prefix: str = "") -> list[str]:
+    return [k for name, v in data.items()
+            for k in (_dotted_keys(v, f"{prefix}{name}.") if isinstance(v, dict) and v else [prefix + name])]
+
+
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     data = copy.deepcopy(data)
     for text in overrides:
@@ -205,10 +214,10 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         node = data
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
-                raise UserError(f"override {text!r}: {part!r} is not a config section")
+                raise UserError(f"override {text!r}: {part!r} is not a config section{did_you_mean('.'.join(path), _dotted_keys(data))}")
             node = node[part]
         if path[-1] not in node:
-            raise UserError(f"override {text!r}: unknown key {'.'.join(path)!r}")
+            raise UserError(f"override {text!r}: unknown key {'.'.join(path)!r}{did_you_mean('.'.join(path), _dotted_keys(data))}")
         node[path[-1]] = value
     return data
 

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from botnet.engine.threads import capped_workers
+
 
 class ResumableSampler(Sampler):
     """A ``DistributedSampler`` (seeded shuffle, ``drop_last``) that yields ``(index, epoch)``
@@ -85,9 +87,9 @@ def _generator(seed: int) -> torch.Generator:
 def usable_workers(requested: int) -> int:
     """``requested`` loading processes, at most as many as the CPUs this process may run on (more
     only compete for the same cores, and torch warns on every run). Augmentations are seeded per
-    sample, so the count changes no result."""
+    sample, so the count changes no result. The CPU setting (:mod:`botnet.engine.threads`) may cap it lower."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(requested, available))
+    return max(0, min(capped_workers(requested), available))
 
 
 def train_loader(dataset: Dataset, batch_size: int, *, rank: int, world_size: int, seed: int, workers: int,
