@@ -50,7 +50,7 @@ def test_backbone_weights_none_means_no_weights(flag):
 
 def test_timm_sources_name_the_extra_that_installs_timm(monkeypatch):
     from botnet.errors import UserError
-    from botnet.pretrained import load_pretrained
+    from botnet.weights.pretrained import load_pretrained
 
     monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
     model = botnet.create_model("botnet_tiny", num_classes=0)
