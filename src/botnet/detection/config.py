@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+    CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of, without)
 from botnet.errors import UserError
+from botnet.layers.attention import ATTN_IMPLS
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DetModelConfig(Checked):
         "mask_head_channels": each(at_least(1), nonempty=True), "mask_roi_size": at_least(1),
         "roi_sampling_ratio": at_least(0),
         "roi_align_impl": one_of("auto", "gather", "torchvision"), "detections_per_img": at_least(1),
+        "attn_impl": one_of(*ATTN_IMPLS), "options": without("attn_impl", "model.attn_impl"),
         "score_thresh": fraction()}
     #: a registered backbone (``botnet models``): resnet*/botnet*
     name: str = "botnet50"
@@ -42,6 +44,9 @@ class DetModelConfig(Checked):
     freeze_at: int = 0
     #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}
     options: dict[str, Any] = field(default_factory=dict)
+    #: how the backbone's attention computes its relative term: auto, or a path (chunked, fold,
+    #: bias, flex; botnet.layers.attention.PATHS); the same result either way
+    attn_impl: str = "auto"
     fpn_channels: int = 256
     #: one anchor size per pyramid level p2..p6 (pixels on the canvas), or ``auto``: sizes, scales
     #: and aspect ratios fitted to the training boxes when training starts (botnet.detection.anchors)
@@ -72,7 +77,7 @@ class DetModelConfig(Checked):
             raise UserError("model.anchor_sizes=auto is resolved from the training boxes when training starts "
                             "(botnet.detection.api.train_detector); give sizes to build a model outside training")
         kw = dataclasses.asdict(self)
-        kw["backbone_overrides"] = kw.pop("options")
+        kw["backbone_overrides"] = {**kw.pop("options"), "attn_impl": kw.pop("attn_impl")}
         kw.pop("name")
         return kw
 

@@ -123,6 +123,15 @@ def auto_or(rule: Rule) -> Rule:
     return check
 
 
+def without(key: str, home: str) -> Rule:
+    """A mapping that does not hold ``key``: a setting with its own place, ``home``."""
+
+    def rule(v: Any) -> str | None:
+        return f"{key} is set as {home}, not here" if isinstance(v, dict) and key in v else None
+
+    return rule
+
+
 def increasing_pair(item: Rule) -> Rule:
     """A (low, high) pair: both pass ``item`` and low <= high."""
     check = each(item)
