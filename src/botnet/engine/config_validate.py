@@ -127,7 +127,7 @@ def without(key: str, home: str) -> Rule:
     """A mapping that does not hold ``key``: a setting with its own place, ``home``."""
 
     def rule(v: Any) -> str | None:
-        return f"{key} is set as {home}, not here" if isinstance(v, dict) and key in v else None
+        return f"must not hold {key}: it is set as {home}" if isinstance(v, dict) and key in v else None
 
     return rule
 
