@@ -179,7 +179,7 @@ def _no_recompile_limit():
 def flex_relative_attention(q, k, v, pos_h, pos_w, scale: float, per_key: bool = False) -> torch.Tensor:
     """FlexAttention with the relative ``score_mod``: (B, heads, N, d) q, k, v and the position
     products (B, heads, N, 2H - 1), (B, heads, N, 2W - 1) -> (B, heads, N, d); autograd throughout
-    where PyTorch has the backward (CUDA; on the CPU see :func:`flex_relative_attention_cpu`).
+    where PyTorch has the backward (CUDA; on the CPU see :class:`FlexForwardChunkedBackward`).
     ``per_key``: ``pos_h``, ``pos_w`` are the per-key logits (B, heads, N, H), (B, heads, N, W)
     instead (:func:`key_logits_score_mod`; the eager CPU path).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from botnet.layers.pos_embed import absolute_grid, key_position_onehots, relative_bias_2d, relative_logits_2d
+from botnet.layers.pos_embed import absolute_grid, key_position_onehots, relative_logits_2d
 
 
 def fold(layer, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
