@@ -125,11 +125,7 @@ def auto_or(rule: Rule) -> Rule:
 
 def without(key: str, home: str) -> Rule:
     """A mapping that does not hold ``key``: a setting with its own place, ``home``."""
-
-    def rule(v: Any) -> str | None:
-        return f"must not hold {key}: it is set as {home}" if isinstance(v, dict) and key in v else None
-
-    return rule
+    return lambda v: f"must not hold {key}: it is set as {home}" if isinstance(v, dict) and key in v else None
 
 
 def increasing_pair(item: Rule) -> Rule:
