@@ -9,8 +9,8 @@ The relative term of arXiv 2101.11605 (section 3, figure 4) enters the fused ker
     score(q, k) = scale * q.k + P_h[i, h, q, c - a + H - 1] + P_w[i, h, q, e - b + W - 1]
 
 reading the table rows of the offsets key - query (:func:`~botnet.layers.pos_embed.relative_token_index`;
-the products are :func:`~botnet.layers.pos_embed.relative_products`). The kernel forms scores a tile at a time and reads the two small tensors per score, so no (N x N)
-tensor exists at any size, and the head dim stays d (the fold widens it to d + H + W). ``P_h`` and
+the products are :func:`~botnet.layers.pos_embed.relative_products`). The kernel forms scores a
+tile at a time and reads the two small tensors per score, so no (N x N) tensor exists at any size, and the head dim stays d (the fold widens it to d + H + W). ``P_h`` and
 ``P_w`` are matmul outputs taken as they are (no gather into per-key logits): inductor's CPU
 kernel mis-reads captured tensors that are still pending pointwise results inside a compiled model.
 
@@ -23,8 +23,8 @@ Devices:
   forward is the fused kernel and the backward is the chunked path's (the same function: it
   recomputes blocks of probabilities from q, k and the tables, at most
   ``chunked_attention.SCORES_PER_BLOCK`` scores at a time). PyTorch's CPU kernel (torch 2.14)
-  computes wrong rows when the key count is 8 more than a multiple of 16, so on the CPU the keys are padded to a multiple of ``CPU_KEY_MULTIPLE`` and the padded keys score
-  -inf (no weight). The CPU kernel takes float32, bfloat16 and float16; float64 (tests) runs
+  computes wrong rows when the key count is 8 more than a multiple of 16, so on the CPU the keys
+  are padded to a multiple of ``CPU_KEY_MULTIPLE`` and the padded keys score -inf (no weight). The CPU kernel takes float32, bfloat16 and float16; float64 (tests) runs
   FlexAttention's unfused reference maths instead, which holds the (N x N) scores.
   The CPU kernel's score tile is its block mask's block: the CPU path passes one of
   ``CPU_Q_BLOCK`` x ``CPU_KV_BLOCK`` blocks (PyTorch's default without a mask is a single block of
@@ -111,8 +111,8 @@ def key_logits_score_mod(logits_h: torch.Tensor, logits_w: torch.Tensor, key_row
     and column, ``logits_h`` (B, heads, N, H) and ``logits_w`` (B, heads, N, W), already times
     ``pos_scale`` (what the chunked path adds as its broadcast bias): half the size of the products
     ``P_h``, ``P_w`` (H + W against 2H + 2W - 2 per query). The key positions come from the two
-    small index tables (:func:`~botnet.layers.pos_embed.token_positions`) rather than from ``k // W`` and ``k % W``:
-    inductor's CPU code divides integer vectors an element at a time. With ``keys`` set, key
+    small index tables (:func:`~botnet.layers.pos_embed.token_positions`) rather than from
+    ``k // W`` and ``k % W``: inductor's CPU code divides integer vectors an element at a time. With ``keys`` set, key
     indices from ``keys`` on are padding: -inf (their table entries are in range)."""
 
     def score_mod(score, b, h, q_idx, kv_idx):
@@ -189,7 +189,8 @@ def flex_relative_attention(q, k, v, pos_h, pos_w, scale: float, per_key: bool =
     if per_key:
         keys = k.shape[-2]
         padded = keys + (-keys % CPU_KEY_MULTIPLE if q.device.type == "cpu" else 0)
-        tables = tuple(t.to(torch.int32) for t in token_positions((pos_h.shape[-1], pos_w.shape[-1]), q.device, padded))
+        positions = token_positions((pos_h.shape[-1], pos_w.shape[-1]), q.device, padded)
+        tables = tuple(t.to(torch.int32) for t in positions)
     if torch.compiler.is_compiling():
         return _attend(q, k, v, pos_h, pos_w, scale, *tables)
     if q.device.type == "cpu" and q.dtype not in CPU_KERNEL_DTYPES:
@@ -256,8 +257,8 @@ def attend(layer, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         table_h = expand_rel_table(layer.rel_h, height).to(qkv.dtype)  # (H, H, d)
         table_w = expand_rel_table(layer.rel_w, width).to(qkv.dtype)
         group, blocks = plan_chunks(qkv.shape[0], layer.heads, height * width, layer.feat_size)
-        return FlexForwardChunkedBackward.apply(grid, table_h, table_w, rows_h.detach(), rows_w.detach(), layer.qk_scale,
-                                                layer.pos_scale, group, blocks)
+        return FlexForwardChunkedBackward.apply(grid, table_h, table_w, rows_h.detach(), rows_w.detach(),
+                                                layer.qk_scale, layer.pos_scale, group, blocks)
     q, k, v = layer.split_heads(qkv)
     pos_h, pos_w = relative_products(q, rows_h, rows_w, layer.pos_scale)
     return flex_relative_attention(q, k, v, pos_h, pos_w, layer.qk_scale).transpose(1, 2)
