@@ -73,3 +73,14 @@ def test_run_config_refuses_an_unknown_path_and_a_second_key(section):
         load_config(cls, overrides=["model.attn_impl=fast"])
     with pytest.raises(UserError, match="model.options=.*must not hold attn_impl: it is set as model.attn_impl"):
         load_config(cls, overrides=["model.options={attn_impl: flex}"])
+
+
+def test_detection_weights_file_leaves_attn_impl_out():
+    from botnet.detection.config import DetectionConfig
+    from botnet.detection.task import DetectionTask
+
+    cfg = load_config(DetectionConfig, overrides=["model.attn_impl=flex"])
+    task = DetectionTask.__new__(DetectionTask)  # metadata reads only the config and the classes
+    task.cfg, task.class_names, task.cat_ids = cfg, ["a"], [1]
+    meta = task.metadata()
+    assert "attn_impl" not in meta["detector"] and meta["detector"]["name"] == cfg.model.name
