@@ -143,3 +143,29 @@ def test_relative_only_flex_compiled_kernel_matches_reference():
     want = _grads(lambda x: _qr_only_reference(ref, x), ref, x.double())
     for key in want:
         torch.testing.assert_close(got[key].double(), want[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("impl", ATTN_IMPLS)
+def test_relative_only_cuda_matches_reference(impl, monkeypatch):
+    # float32 without TF32 on the device against the float64 reference on the CPU
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    m = _layer(impl, dtype=torch.float32).cuda()
+    x = torch.randn(2, 12, 5, 6)
+    got = _grads(m, m, x.cuda())
+    ref = _layer(impl, feat=(4, 6))
+    ref.load_state_dict(m.state_dict())
+    want = _grads(lambda x: _reference_any_size(ref, x), ref, x.double())
+    for key in want:
+        torch.testing.assert_close(got[key].cpu().double(), want[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _reference_any_size(m: MHSA2d, x: torch.Tensor) -> torch.Tensor:
+    # the qr-only reference on tables resized to the map (a 5-row map is larger than 4-row tables)
+    from botnet.layers.pos_embed import rel_table_for_length
+
+    B, _, H, W = x.shape
+    qkv = m.qkv(x).reshape(B, 3, m.heads, m.dim_head, H, W).permute(1, 0, 2, 4, 5, 3)
+    rows_h, rows_w = rel_table_for_length(m.rel_h, H), rel_table_for_length(m.rel_w, W)
+    out = reference_mhsa(qkv[0], torch.zeros_like(qkv[1]), qkv[2], rows_h, rows_w, m.dim_head**-0.5)
+    return out.permute(0, 1, 4, 2, 3).reshape(B, m.heads * m.dim_head, H, W)
