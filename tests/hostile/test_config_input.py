@@ -24,6 +24,8 @@ CLS_BAD = [
     (["--set", "optim.name=adam"], "optim.name='adam'"),
     (["--set", "amp.dtype=fp8"], "amp.dtype='fp8'"),
     (["--set", "data.randaugment.magnitude=40"], "data.randaugment.magnitude=40"),
+    (["--set", "model.attn_impl=fast"], "model.attn_impl='fast'"),
+    (["--set", "model.options={attn_impl: flex}"], "model.options={'attn_impl': 'flex'}"),
 ]
 
 
@@ -45,6 +47,7 @@ DET_BAD = [
     (["--set", "model.score_thresh=2"], "model.score_thresh=2"),
     (["--set", "model.mask_head_channels=[]"], "model.mask_head_channels=[]"),
     (["--set", "model.anchor_sizes=[8,16]"], "model.anchor_sizes=[8, 16]"),  # was refused only by the builder
+    (["--set", "model.attn_impl=fast"], "model.attn_impl='fast'"),
 ]
 
 

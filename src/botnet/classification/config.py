@@ -11,14 +11,16 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair)
+    IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair, one_of, without)
+from botnet.layers.attention import ATTN_IMPLS
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import CLASSIFICATION
 
 
 @dataclass
 class ClsModelConfig(Checked):
-    limits: ClassVar[Limits] = {"drop_rate": fraction(hi_open=True), "drop_path_rate": fraction(hi_open=True)}
+    limits: ClassVar[Limits] = {"drop_rate": fraction(hi_open=True), "drop_path_rate": fraction(hi_open=True),
+                                "attn_impl": one_of(*ATTN_IMPLS), "options": without("attn_impl", "model.attn_impl")}
     #: a registered model (``botnet models`` lists them)
     name: str = "botnet_s1_50"
     #: dropout before the classifier
@@ -27,6 +29,9 @@ class ClsModelConfig(Checked):
     drop_path_rate: float = 0.0
     #: any other field of the model's config, e.g. {act: silu, se_ratio: 0.0625}
     options: dict[str, Any] = field(default_factory=dict)
+    #: how the attention computes its relative term: auto, or a path (chunked, fold, bias, flex;
+    #: botnet.layers.attention.PATHS); the same result either way
+    attn_impl: str = "auto"
     #: weights to start from (``--weights``): a source of botnet.weights.pretrained (``imagenet``,
     #: ``torchvision:ENUM``, ``timm:NAME``, a local file in any layout); a ResNet fills the matching
     #: layers and the attention stays random (the paper's ImageNet start)

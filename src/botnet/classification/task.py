@@ -35,7 +35,7 @@ def build_classifier(model_cfg: ClsModelConfig, num_classes: int, img_size: tupl
 
     options = {k: v for k, v in model_cfg.options.items() if k != "input_size"}
     model = create_model(model_cfg.name, num_classes=num_classes, img_size=img_size, drop_rate=model_cfg.drop_rate,
-                         drop_path_rate=model_cfg.drop_path_rate, **options)
+                         drop_path_rate=model_cfg.drop_path_rate, attn_impl=model_cfg.attn_impl, **options)
     if model_cfg.init_weights:
         import sys
 

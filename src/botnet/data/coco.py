@@ -148,8 +148,8 @@ def decode_masks(anns: list[dict], height: int, width: int, size: tuple[int, int
 
     A polygon's mask is pycocotools' over the whole image (its run-length code), decoded in the
     window of the image the polygon can touch (:func:`polygon_window`): the work follows the
-    object's size rather than the photo's (on a 12-megapixel photo 0.5 ms per object, against
-    22 ms decoded whole: ``benchmarks/data_loading.py``)."""
+    object's size rather than the photo's (``benchmarks/data_loading.py`` measures both; BENCHMARKS.md,
+    "Reading real photos")."""
     out_h, out_w = size or (height, width)
     sx, sy = out_w / width, out_h / height
     masks = np.zeros((len(anns), out_h, out_w), dtype=np.uint8)

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 from botnet.engine.config import (
     EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig, from_dict, to_dict)
 from botnet.engine.config_validate import (
-    CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+    CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of, without)
+from botnet.layers.attention import ATTN_IMPLS
 from botnet.tasks import DETECTION
 
 #: the feature pyramid's levels p2..p6: one anchor size each
@@ -44,6 +45,7 @@ class DetModelConfig(Checked):
         "mask_head_channels": each(at_least(1), nonempty=True), "mask_roi_size": at_least(1),
         "roi_sampling_ratio": at_least(0),
         "roi_align_impl": one_of("auto", "gather", "torchvision"), "detections_per_img": at_least(1),
+        "attn_impl": one_of(*ATTN_IMPLS), "options": without("attn_impl", "model.attn_impl"),
         "score_thresh": fraction()}
     #: a registered backbone (``botnet models``): resnet*/botnet*
     name: str = "botnet50"
@@ -59,6 +61,9 @@ class DetModelConfig(Checked):
     freeze_at: int = 0
     #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}
     options: dict[str, Any] = field(default_factory=dict)
+    #: how the backbone's attention computes its relative term: auto, or a path (chunked, fold,
+    #: bias, flex; botnet.layers.attention.PATHS); the same result either way
+    attn_impl: str = "auto"
     fpn_channels: int = 256
     #: one anchor size per pyramid level p2..p6 (pixels on the canvas), or ``auto``: sizes, scales
     #: and aspect ratios fitted to the training boxes when training starts (botnet.detection.anchors)

@@ -166,6 +166,9 @@ class DetectionTask(Task):
 
     def metadata(self) -> dict[str, Any]:
         return {"task": self.name, "class_names": list(self.class_names), "cat_ids": list(self.cat_ids),
-                "canvas": self.cfg.data.canvas, "detector": to_dict(self.cfg.model)}
+                "canvas": self.cfg.data.canvas, "detector": self._description()}
 
-
+    def _description(self) -> dict[str, Any]:
+        # the model section without attn_impl: a run-time choice, not saved (nor is it in a
+        # classifier's ModelConfig)
+        return {k: v for k, v in to_dict(self.cfg.model).items() if k != "attn_impl"}

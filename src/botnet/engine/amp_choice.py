@@ -46,8 +46,8 @@ FP32_MARGIN = 1.25
 ROUNDS = 3
 #: seconds after which no further round starts once every precision has a timed step
 BUDGET_S = 30.0
-#: a first step this long (seconds) in every precision counts as it is: kernel set-up is lost in it
-#: (a large model on a small CPU: BoTNet-50 at 1024, batch 8, took 34 s in bf16 on 2 AMD EPYC cores)
+#: a first step this long (seconds) in every precision counts as it is: kernel set-up is lost in it,
+#: and a large model on a small CPU could not afford a second round (docs/training.md has the figures)
 LONG_STEP_S = 3.0
 
 

@@ -123,6 +123,11 @@ def auto_or(rule: Rule) -> Rule:
     return check
 
 
+def without(key: str, home: str) -> Rule:
+    """A mapping that does not hold ``key``: a setting with its own place, ``home``."""
+    return lambda v: f"must not hold {key}: it is set as {home}" if isinstance(v, dict) and key in v else None
+
+
 def increasing_pair(item: Rule) -> Rule:
     """A (low, high) pair: both pass ``item`` and low <= high."""
     check = each(item)

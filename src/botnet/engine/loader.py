@@ -56,7 +56,8 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
         # only the CPU generator is saved, seeded and restored: torch.random.fork_rng / torch.manual_seed
-        # also queue a (lazy) seeding of every accelerator backend, which cost about 1 ms per sample
+        # also queue a (lazy) seeding of every accelerator backend, a cost paid on every sample
+        # (BENCHMARKS.md, "Figures once quoted in code comments")
         state = torch.get_rng_state()
         # large prime multipliers keep (seed, epoch, index) triples from colliding
         torch.default_generator.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_000_007 + index) % 2**63)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botnet.errors import UserError
+from botnet.layers.attention import ATTN_IMPLS
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class ModelConfig:
     se_ratio: float = 0.0
     act: str = "relu"
     heads: int = 4
+    #: None (qk only), "relative_only" (qr only), "relative" (qk + qr) or "absolute" (qk + qr
+    #: absolute): the paper's position-encoding ablation (arXiv 2101.11605, section 6)
     pos_enc: str | None = "relative"
     #: activation on the projection shortcut of BoT blocks, as the reference code does
     bot_shortcut_act: bool = True
@@ -49,6 +52,9 @@ class ModelConfig:
     scale_pos_embed: bool = True
     #: a final 1x1 conv + BN + act to this many channels before pooling (timm's num_features; 0: none)
     num_features: int = 0
+    #: how the attention computes its relative term (``MHSA2d``'s ``attn_impl``: "auto" or a path
+    #: name): a run-time choice with no effect on the result, so not compared and not saved
+    attn_impl: str = field(default="auto", compare=False)
     description: str = field(default="", compare=False)
 
     def bot_indices(self, stage: int) -> frozenset[int]:
@@ -69,6 +75,8 @@ class ModelConfig:
         for key in ("layers", "bot_layers", "widths", "input_size", "out_channels"):
             if key in overrides and overrides[key] is not None:
                 overrides[key] = tuple(int(v) for v in overrides[key])
+        if overrides.get("attn_impl", "auto") not in ATTN_IMPLS:
+            raise UserError(f"attn_impl {overrides['attn_impl']!r}: must be one of {', '.join(ATTN_IMPLS)}")
         if overrides.get("bot_blocks") is not None:
             overrides["bot_blocks"] = tuple(tuple(int(i) for i in stage) for stage in overrides["bot_blocks"])
         return dataclasses.replace(self, **overrides)
@@ -76,6 +84,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("description")
+        d.pop("attn_impl")
         return {k: _lists(v) for k, v in d.items()}
 
     @classmethod

@@ -60,7 +60,7 @@ def create_model(
 
     ``img_size`` sets the default input (and so the native size of the attention tables); any
     field of :class:`ModelConfig` can be overridden by keyword (``drop_path_rate=0.1``,
-    ``act="silu"``, ``pos_enc="absolute"``...). ``norm_layer`` takes e.g.
+    ``act="silu"``, ``pos_enc="absolute"``, ``attn_impl="flex"``...). ``norm_layer`` takes e.g.
     ``torchvision.ops.FrozenBatchNorm2d`` for detection.
 
     ``features_only=True`` (timm's convention): a :class:`~botnet.models.features.FeatureExtractor`

@@ -21,7 +21,7 @@ from torch import nn
 
 from botnet.errors import UserError
 from botnet.io import atomic_path
-from botnet.layers.pos_embed import rel_table_for_length, resize_abs_table
+from botnet.layers.pos_embed import resize_table
 
 METADATA_KEY = "botnet"
 
@@ -113,10 +113,7 @@ def adapt_position_tables(state: dict[str, torch.Tensor], model: nn.Module) -> l
         want = target[key].shape
         if value.shape == want or value.dim() != 2 or value.shape[1] != want[1]:
             continue
-        if leaf.startswith("rel"):
-            state[key] = rel_table_for_length(value, (want[0] + 1) // 2).clone()
-        else:
-            state[key] = resize_abs_table(value, want[0]).clone()
+        state[key] = resize_table(value, want[0], relative=leaf.startswith("rel")).clone()
         resized.append(key)
     return resized
 
