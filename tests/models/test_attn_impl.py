@@ -59,7 +59,7 @@ def test_detection_run_config_reaches_the_backbone_layers(impl):
     cfg = load_config(DetectionConfig, overrides=["model.name=botnet_tiny", f"model.attn_impl={impl}",
                                                   "model.fpn_channels=16", "model.box_representation=16",
                                                   "model.mask_head_channels=[16]"])
-    model = build_maskrcnn(cfg.model.name, 2, canvas=64, **cfg.model.builder_kwargs())
+    model = build_maskrcnn(cfg.model, 2, canvas=64)
     assert _impls(model) == {impl}
 
 
