@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+    check_model_options, CANVAS_SIDE, Checked, Limits, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
 from botnet.errors import UserError
 
 
@@ -65,6 +65,10 @@ class DetModelConfig(Checked):
     roi_align_impl: str = "auto"
     detections_per_img: int = 100
     score_thresh: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_model_options(self.name, self.options)
 
     def builder_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`botnet.detection.build_maskrcnn` (all but canvas/classes)."""
