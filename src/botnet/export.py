@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from botnet import export_formats as formats
+from botnet import limits
 from botnet.errors import UserError
 from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
     SIZE_MULTIPLE,
@@ -48,6 +49,11 @@ FORMATS = ("onnx", "torch")
 DEFAULT_OPSET = 18
 #: the TorchScript-based exporter (detectors) supports opsets up to 17 for torchvision's ops
 DETECTION_OPSET = 17
+#: opsets each exporter writes: the dynamo exporter (classifiers, backbones) from 18 to the newest
+#: opset torch knows; the TorchScript exporter (detectors) from 11 (torchvision's RoIAlign) to 17
+OPSETS = {"cls": (18, 23), "det": (11, DETECTION_OPSET)}
+OPSET_RANGE = limits.between(min(lo for lo, _ in OPSETS.values()), max(hi for _, hi in OPSETS.values()),
+                             integer=True)
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -163,13 +169,20 @@ def resolve_model(source: Any, *, model: str | None = None, num_classes: int | N
 
 
 def _check_size(size: Sequence[int], dynamic: bool) -> tuple[int, int]:
-    if len(size) != 2 or any(int(s) < 1 for s in size):
-        raise UserError(f"--size takes two positive numbers H W, got {list(size)}")
+    if len(size) != 2 or any(limits.IMAGE_SIDE(s) for s in size):
+        raise UserError(f"--size takes two numbers H W from 1 to {limits.MAX_IMAGE_SIDE}, got {list(size)}")
     h, w = int(size[0]), int(size[1])
     if dynamic and not all(s % SIZE_MULTIPLE == 0 and MIN_DYNAMIC_SIZE <= s <= MAX_DYNAMIC_SIZE for s in (h, w)):
         raise UserError(f"with --dynamic the export size must be a multiple of {SIZE_MULTIPLE} between "
                         f"{MIN_DYNAMIC_SIZE} and {MAX_DYNAMIC_SIZE}, got {h}x{w}")
     return h, w
+
+
+def _check_opset(opset: int | None, kind: str) -> None:
+    lo, hi = OPSETS[kind]
+    if opset is not None and not lo <= opset <= hi:
+        what = "detectors (TorchScript exporter)" if kind == "det" else "classifiers and backbones"
+        raise UserError(f"--opset {opset}: {what} export to ONNX opsets {lo} to {hi}")
 
 
 def export_model(
@@ -196,6 +209,12 @@ def export_model(
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if size is not None:
+        _check_size(size, dynamic)
+    if num_classes is not None:
+        limits.check("--num-classes", num_classes, limits.NUM_CLASSES)
+    if opset is not None:
+        limits.check("--opset", opset, OPSET_RANGE)
     if format == "onnx":
         formats.require_onnx()
     out = Path(out)
@@ -215,6 +234,7 @@ def export_model(
         canvas = int(meta.get("canvas") or net.transform.max_size)
         if size is not None and tuple(int(s) for s in size) != (canvas, canvas):
             raise UserError(f"this detector works on a {canvas}x{canvas} canvas; --size must be {canvas} {canvas}")
+        _check_opset(opset, "det")
         wrapper, h, w = _Detector(net), canvas, canvas
         outputs = ["boxes", "labels", "scores"] + (["masks"] if wrapper.masks else [])
         example = synthetic_image(canvas)[None]
@@ -222,6 +242,7 @@ def export_model(
     else:
         default = meta.get("img_size") or net.cfg.input_size
         h, w = _check_size(size if size is not None else default, dynamic)
+        _check_opset(opset, "cls")
         if features:
             wrapper = _Features(net)
             outputs, kind = wrapper.names, "features"

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from botnet.convert import SOURCES, convert_weights
-from botnet.engine.config_validate import image_side
+from botnet.engine.config_validate import flag_type, image_side
+from botnet.limits import MAX_CLASSES, between
 from botnet.errors import UserError
 
 
@@ -30,7 +31,8 @@ def register(cli) -> None:
     p.add_argument("--from", dest="source", choices=SOURCES, default="auto",
                    help="layout: timm (timm's ResNets and BoTNets), torchvision (torchvision's ResNets, our files) "
                         "or auto (default: recognised from the keys)")
-    p.add_argument("--num-classes", type=int, metavar="N", help="classifier size (default: the checkpoint's)")
+    p.add_argument("--num-classes", type=flag_type(int, between(0, MAX_CLASSES)), metavar="N",
+                   help="classifier size (default: the checkpoint's; 0: no classifier)")
     p.add_argument("--classes", metavar="FILE", help="text file of class names, one per line "
                    "(default: the ImageNet names for 1000 classes)")
     p.add_argument("--img-size", type=image_side, nargs="+", metavar="S", help="input size H [W] (sizes the attention tables)")

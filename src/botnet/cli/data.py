@@ -4,6 +4,12 @@ from __future__ import annotations
 import argparse
 
 
+def _shapes_side(text: str) -> int:
+    from botnet.engine.config_validate import CANVAS_SIDE, flag_type
+
+    return flag_type(int, CANVAS_SIDE)(text)
+
+
 def register(cli) -> None:
     p = cli.command("data", "generate a dataset, or describe the boxes of one")
     sub = p.add_subparsers(dest="dataset", metavar="DATASET")
@@ -14,7 +20,7 @@ def register(cli) -> None:
     s.add_argument("out", metavar="OUT")
     s.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
     s.add_argument("--val", type=int, default=200, help="validation images (default 200)")
-    s.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    s.add_argument("--size", type=_shapes_side, default=128, help="image side in pixels (default 128, 32 to 4096)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_shapes)
     t = sub.add_parser("stats", help="boxes, sizes at the canvas, classes and anchor coverage of a COCO file",
@@ -34,8 +40,6 @@ def _shapes(args: argparse.Namespace) -> int:
 
     if args.train < 0 or args.val < 0 or args.train + args.val == 0:
         raise UserError("--train and --val must be non-negative and not both zero")
-    if args.size < 32:
-        raise UserError(f"--size {args.size}: images must be at least 32 pixels")
     Outputs(folder=args.out, flag="OUT")  # a folder that can be written, checked before any image is drawn
     paths = make_shapes_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed)
     for key in ("train", "val"):
