@@ -22,7 +22,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from botnet.data.coco_validate import BOX_TOLERANCE, check_coco, read_coco_json, rle_string_counts, validate_coco
+from botnet.data.coco_validate import (
+    BOX_TOLERANCE, check_coco, degenerate_polygon_ids, read_coco_json, rle_string_counts, validate_coco)
 from botnet.data.imagefolder import Unreadable
 from botnet.data.images import DECODE_ERRORS, read_rgb
 from botnet.errors import DataError
@@ -46,6 +47,7 @@ def _load_coco(ann_file, image_dir, check_images: bool) -> tuple[COCO, bool]:
     if problems:
         raise DataError(f"{ann_file}: {len(problems)} problem(s) in the dataset", problems)
     complete_annotations(data)
+    _warn_degenerate_polygons(data, ann_file)
     data.setdefault("info", {})
     coco = COCO()
     coco.dataset = data
@@ -176,7 +178,20 @@ def decode_masks(anns: list[dict], height: int, width: int, size: tuple[int, int
         if whole.shape != (out_h, out_w):
             whole = F.interpolate(torch.from_numpy(whole)[None, None], size=(out_h, out_w), mode="nearest")[0, 0].numpy()
         masks[i] = whole
+    for i, ann in enumerate(anns):
+        if not masks[i].any() and "bbox" in ann:
+            # a polygon that encloses no pixel (collinear points, a sliver under a pixel): the
+            # object stays, its box as its mask, as for a box-only annotation (_load_coco warns)
+            masks[i][box_pixels(ann["bbox"], sx, sy)] = 1
     return masks
+
+
+def _warn_degenerate_polygons(data: dict, ann_file) -> None:
+    flat = degenerate_polygon_ids(data)
+    if flat:
+        shown = ", ".join(map(str, flat[:10])) + (", ..." if len(flat) > 10 else "")
+        warnings.warn(f"{ann_file}: {len(flat)} annotation(s) whose polygons enclose no area (collinear or "
+                      f"repeated points; annotation id {shown}): kept, with their boxes as their masks", stacklevel=3)
 
 
 class CocoDetection(Dataset):
