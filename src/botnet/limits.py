@@ -48,11 +48,14 @@ def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
             hi_open: bool = False, integer: bool = False) -> Rule:
     """A finite number in [lo, hi] (``lo_open`` / ``hi_open``: the bound itself excluded; ``integer``:
     a whole number); None passes (a field that may be unset)."""
+    def show(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
     parts = []
     if lo is not None:
-        parts.append(f"{'above' if lo_open else 'at least'} {lo:g}")
+        parts.append(f"{'above' if lo_open else 'at least'} {show(lo)}")
     if hi is not None:
-        parts.append(f"{'below' if hi_open else 'at most'} {hi:g}")
+        parts.append(f"{'below' if hi_open else 'at most'} {show(hi)}")
     expected = "must be " + (" and ".join(parts) if parts else "a finite number")
 
     def rule(v: Any) -> str | None:

@@ -178,11 +178,6 @@ def decode_masks(anns: list[dict], height: int, width: int, size: tuple[int, int
         if whole.shape != (out_h, out_w):
             whole = F.interpolate(torch.from_numpy(whole)[None, None], size=(out_h, out_w), mode="nearest")[0, 0].numpy()
         masks[i] = whole
-    for i, ann in enumerate(anns):
-        if not masks[i].any() and "bbox" in ann:
-            # a polygon that encloses no pixel (collinear points, a sliver under a pixel): the
-            # object stays, its box as its mask, as for a box-only annotation (_load_coco warns)
-            masks[i][box_pixels(ann["bbox"], sx, sy)] = 1
     return masks
 
 
@@ -278,7 +273,12 @@ class CocoDetection(Dataset):
             "orig_size": (h, w),
         }
         if self.with_masks:
-            target["masks"] = tv_tensors.Mask(torch.from_numpy(decode_masks(anns, h, w, size)))
+            masks = decode_masks(anns, h, w, size)
+            for i in np.flatnonzero(~masks.any(axis=(1, 2))):
+                # a polygon that covers no pixel (collinear points, a sliver): the object stays, its
+                # box as its mask, as for a box-only annotation (_load_coco warns about them)
+                masks[i][box_pixels(anns[i]["bbox"], size[1] / w, size[0] / h)] = 1
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         image = tv_tensors.Image(image)
         if self.transforms is not None:
             image, target = self.transforms(image, target)

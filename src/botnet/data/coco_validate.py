@@ -26,6 +26,7 @@ from PIL import Image
 
 from botnet.data.images import exif_orientation, upright_size
 from botnet.errors import DataError
+from botnet.reading import NotARegularFile, regular_file
 
 # A box may poke out of its image by rounding; more than this is an annotation error.
 BOX_TOLERANCE = 1.0
@@ -34,9 +35,9 @@ BOX_TOLERANCE = 1.0
 def read_coco_json(ann_file: str | os.PathLike) -> dict:
     """Parse an instances JSON file; errors name the file (and the position of a syntax error)."""
     path = Path(ann_file)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = regular_file(path, "COCO annotation file").read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise DataError(f"annotation file is empty: {path}")
     try:
@@ -178,12 +179,16 @@ def _check_images(data: dict, where: str, image_dir, check_images: bool, problem
         images[iid] = img
         if image_dir is not None and check_images:
             path = Path(image_dir) / name
-            if not path.is_file():
+            try:
+                with Image.open(regular_file(path, "image")) as im:
+                    size, orientation = im.size, exif_orientation(im)
+            except FileNotFoundError:
                 problems.append(f"{path}: image file missing (image id {iid})")
                 continue
-            try:
-                with Image.open(path) as im:
-                    size, orientation = im.size, exif_orientation(im)
+            except (NotARegularFile, Image.DecompressionBombError) as e:
+                # a FIFO would block the loader; a bomb would be skipped at every epoch
+                problems.append(f"{path}: {e} (image id {iid})".replace(f"{path}: {path}: ", f"{path}: "))
+                continue
             except (OSError, ValueError, SyntaxError):
                 continue  # unreadable: skipped with a warning at load time
             turned = upright_size(size, orientation)
