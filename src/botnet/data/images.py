@@ -106,6 +106,16 @@ def read_rgb(path: str | os.PathLike, upright: bool = True,
 
 
 def read_image(item: ImageLike) -> torch.Tensor:
+    """:func:`_read_image`, refusing an image without a pixel (0 x 0, H x 0): there is nothing to
+    resize or to predict on."""
+    image = _read_image(item)
+    if image.shape[-1] == 0 or image.shape[-2] == 0:
+        name = f"{item}: " if isinstance(item, (str, os.PathLike)) else ""
+        raise UserError(f"{name}an image needs at least one pixel, got {image.shape[-2]} x {image.shape[-1]} (H x W)")
+    return image
+
+
+def _read_image(item: ImageLike) -> torch.Tensor:
     """One image as a (3, H, W) tensor: uint8 from files, PIL images and uint8 tensors, float32 in
     [0, 1] from floating-point tensors.
 
@@ -127,6 +137,8 @@ def read_image(item: ImageLike) -> torch.Tensor:
     if isinstance(item, Image.Image):
         return TF.pil_to_tensor(_to_rgb(_turned(item, exif_orientation(item))))
     if isinstance(item, torch.Tensor):
+        if item.is_meta:
+            raise UserError("a meta tensor holds no pixels (only a shape); pass a tensor with data")
         if item.dim() != 3 or item.shape[0] not in (1, 3):
             raise UserError(f"an image tensor must be (C, H, W) with 1 or 3 channels, got shape {tuple(item.shape)}")
         image = item.detach().cpu()

@@ -228,7 +228,7 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     """A recipe file: a path, or the name of a recipe shipped in ``botnet/configs`` (with or
     without ``.yaml``)."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists():  # a FIFO or a folder too: read_yaml says what it is
         return path
     shipped = Path(__file__).resolve().parent.parent / "configs"
     for candidate in (shipped / path.name, shipped / f"{path.name}.yaml"):
