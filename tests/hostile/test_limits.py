@@ -159,3 +159,13 @@ def test_data_shapes_size_upper_bound(capsys, tmp_path):
     code, err = run_cli(capsys, "data", "shapes", tmp_path / "d", "--size", "60000")
     assert code == 2 and "argument --size: must be at least 32 and at most 4096, got 60000" in err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "stats", "--ann", "x.json", "--canvas", "100000"], "argument --canvas: must be at least 32 and at most 4096"),
+    (["profile", "resnet_tiny", "--size", "100000"], "argument --size: must be at least 1 and at most 4096"),
+    (["profile", "resnet_tiny", "--batch", "0"], "argument --batch: must be at least 1"),
+])
+def test_other_size_flags_have_bounds(capsys, argv, message):
+    code, err = run_cli(capsys, *argv)
+    assert code == 2 and message in err

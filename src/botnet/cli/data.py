@@ -5,6 +5,7 @@ import argparse
 
 
 def _shapes_side(text: str) -> int:
+    """A side of generated images or of the canvas: 32 (one stride of c5) to 4096 pixels."""
     from botnet.engine.config_validate import CANVAS_SIDE, flag_type
 
     return flag_type(int, CANVAS_SIDE)(text)
@@ -28,7 +29,7 @@ def register(cli) -> None:
                                    "the anchors cover (IoU >= 0.7 with a centred anchor), with what --anchors auto "
                                    "would choose; --out also draws the size histogram.")
     t.add_argument("--ann", required=True, help="COCO instances JSON")
-    t.add_argument("--canvas", type=int, default=1024, help="training canvas (default 1024)")
+    t.add_argument("--canvas", type=_shapes_side, default=1024, help="training canvas (default 1024, 32 to 4096)")
     t.add_argument("--out", help="folder for box_sizes.png")
     t.set_defaults(func=_stats)
 
@@ -53,11 +54,8 @@ def _stats(args: argparse.Namespace) -> int:
 
     from botnet.detection.anchors import box_stats, describe, plot_stats
     from botnet.detection.config import DetModelConfig
-    from botnet.errors import UserError
     from botnet.io import Outputs
 
-    if args.canvas < 32:
-        raise UserError(f"--canvas {args.canvas}: must be at least 32")
     picture = Outputs([args.ann], folder=args.out).claim(Path(args.out) / "box_sizes.png") if args.out else None
     stats = box_stats(args.ann, args.canvas)
     m = DetModelConfig()
