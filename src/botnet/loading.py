@@ -40,6 +40,7 @@ from torch import nn
 
 from botnet import limits
 from botnet.errors import UserError
+from botnet.reading import regular_file
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 
 TASKS = ("cls", "det")
@@ -266,8 +267,9 @@ def load_model(weights: str | os.PathLike, model: str | None = None, *, img_size
     from botnet.weights import read_metadata
 
     path = Path(weights)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: no such weights file")
+    regular_file(path, "weights file")  # a FIFO would block the reader
     meta = check_metadata(path, read_metadata(path)) if path.suffix == ".safetensors" else {}
     task = meta.get("task", "cls")
     if task not in TASKS:

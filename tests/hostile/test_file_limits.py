@@ -52,6 +52,8 @@ def test_fifo_as_weights_coco_json_recipe_or_class_list(capsys, coco_set, tmp_pa
 
     with pytest.raises(UserError, match="pipe: this is a FIFO"):
         read_metadata(pipe)
+    with pytest.raises(UserError, match="pipe: this is a FIFO .*a weights file must be a file"):
+        botnet.load(pipe)
     with pytest.raises(UserError, match="pipe: this is a FIFO"):
         load_coco(pipe, coco_set.images)
     code, err = run_cli(capsys, "train", "cls", "--config", pipe, "--data", tmp_path, "--out", tmp_path / "run")
