@@ -76,9 +76,10 @@ def _text(v: Any) -> str | None:
     return None if isinstance(v, str) else "must be a string"
 
 
-#: what each metadata key may hold (botnet.limits' rules); anything else is refused by name
+#: what each metadata key may hold (botnet.limits' rules); anything else is refused by name (``task``
+#: is checked against TASKS where it is read)
 METADATA_LIMITS = {
-    "task": limits.one_of(*TASKS), "model": _text, "num_classes": limits.between(0, limits.MAX_CLASSES, integer=True),
+    "model": _text, "num_classes": limits.between(0, limits.MAX_CLASSES, integer=True),
     "class_names": limits.each(_text), "img_size": limits.each(limits.IMAGE_SIDE, length=2),
     "crop_pct": limits.fraction(lo_open=True), "mean": limits.each(limits.between(), length=3),
     "std": limits.each(limits.above(0), length=3), "canvas": limits.CANVAS_SIDE,
