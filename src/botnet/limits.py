@@ -28,7 +28,7 @@ MAX_IMAGE_SIDE = 4096
 #: the most classes a classifier or detector may have (ImageNet-21k has 21,841)
 MAX_CLASSES = 100_000
 #: a model description whose estimate exceeds these is refused: 2e9 parameters are 8 GB in float32,
-#: ten times BoTNet-S1-128 (T7); the activation budget is for one image at the model's input size
+#: over 25 times the largest preset; the activation budget is for one image at the model's input size
 MAX_PARAMETERS = 2_000_000_000
 MAX_ACTIVATION_BYTES = 64 * 2**30
 #: bottleneck blocks per stage (ResNet-200's deepest stage has 36)
