@@ -38,6 +38,12 @@ def test_degenerate_polygons_keep_their_objects(coco_set):
     _, target = ds[0]
     x, y, w, h = box_ann(1)["bbox"]
     assert target["masks"][0].sum() == w * h  # exactly the box's pixels
+    # and the training crop, which drops objects whose mask is empty, keeps them
+    from botnet.data.det_transforms import ScaleJitterCanvas
+
+    image, target = ds[0]
+    _, jittered = ScaleJitterCanvas(canvas=64, scale_range=(1.0, 1.0))(image, target)
+    assert len(jittered["boxes"]) == 2
 
 
 @pytest.mark.parametrize("crowd", ["0", None, "abc", [1], 2, True])
