@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair, one_of, without)
+    check_model_options, IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair, one_of,
+    without)
 from botnet.layers.attention import ATTN_IMPLS
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import CLASSIFICATION
@@ -36,6 +37,10 @@ class ClsModelConfig(Checked):
     #: ``torchvision:ENUM``, ``timm:NAME``, a local file in any layout); a ResNet fills the matching
     #: layers and the attention stays random (the paper's ImageNet start)
     init_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_model_options(self.name, self.options)
 
 
 @dataclass

@@ -93,6 +93,8 @@ def dataset_overrides(path: str) -> list[str]:
 
     spec = read_yaml(path)
     spec = spec.get("data", spec)
+    if not isinstance(spec, dict) or not all(isinstance(v, (str, type(None))) for v in spec.values()):
+        raise UserError(f"{path}: 'data' must be a mapping of {', '.join(DATASET_KEYS)} to paths, got {spec!r:.80}")
     unknown = sorted(set(spec) - set(DATASET_KEYS))
     if unknown:
         raise UserError(f"{path}: unknown key(s) {unknown}; a dataset file holds {', '.join(DATASET_KEYS)}")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from botnet.export import FORMATS, ExportCheckError, export_model
+from botnet.engine.config_validate import flag_type, image_side, num_classes_int
+from botnet.export import FORMATS, OPSET_RANGE, ExportCheckError, export_model
 
 
 def register(cli) -> None:
@@ -14,7 +15,7 @@ def register(cli) -> None:
     p.add_argument("--format", choices=FORMATS, default="onnx",
                    help="onnx (default) or torch (an ExportedProgram, torch.export.save; name it .pt2)")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=image_side, metavar=("H", "W"),
                    help="input height and width of the export (default: the model's input size; "
                         "detectors: their canvas)")
     p.add_argument("--dynamic", action="store_true",
@@ -24,8 +25,9 @@ def register(cli) -> None:
                    help="export the backbone's c2..c5 feature maps instead of the classifier")
     p.add_argument("--model", metavar="NAME",
                    help="architecture of a weights file that does not describe itself (checked against one that does)")
-    p.add_argument("--num-classes", type=int, metavar="N", help="classifier size for a bare model name (default 1000)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 18; detectors 17)")
+    p.add_argument("--num-classes", type=num_classes_int, metavar="N", help="classifier size for a bare model name (default 1000)")
+    p.add_argument("--opset", type=flag_type(int, OPSET_RANGE),
+                   help="ONNX opset (default 18, from 18 to 23; detectors 17, from 11 to 17)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the exported graph against PyTorch before writing it")
     p.set_defaults(func=run)

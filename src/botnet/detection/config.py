@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from botnet.engine.config import (
     EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig, from_dict, to_dict)
 from botnet.engine.config_validate import (
-    CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of, without)
+    check_model_options, CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of, without)
 from botnet.layers.attention import ATTN_IMPLS
 from botnet.tasks import DETECTION
 
@@ -88,6 +88,9 @@ class DetModelConfig(Checked):
     detections_per_img: int = 100
     score_thresh: float = 0.05
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_model_options(self.name, self.options)
 
 def detector_config(cfg: DetModelConfig | str | None = None, **changes: Any) -> DetModelConfig:
     """``cfg`` (a :class:`DetModelConfig`, a backbone name for the default config, or None: the

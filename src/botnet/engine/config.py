@@ -25,12 +25,14 @@ from typing import Any, ClassVar, Iterable, TypeVar
 
 import yaml
 
+from botnet import reading
 # from_dict / to_dict live with the checks and are used from here by the tasks
 from botnet.engine.config_validate import (  # noqa: F401
-    Checked, Limits, above, at_least, each, fraction, from_dict, one_of, to_dict)
+    Checked, Limits, above, at_least, between, each, fraction, from_dict, one_of, to_dict)
 from botnet.engine.run_log import mlflow_installed
 from botnet.errors import UserError, did_you_mean
 from botnet.io import write_text
+from botnet.reading import load_yaml
 
 C = TypeVar("C")
 
@@ -40,7 +42,7 @@ class TrainLoopConfig(Checked):
     limits: ClassVar[Limits] = {
         "epochs": at_least(1), "batch_size": at_least(1), "accum_steps": at_least(1),
         "clip_grad_norm": at_least(0), "device": one_of("auto", "cpu", "cuda"), "workers": at_least(0),
-        "stop_after_steps": at_least(1)}
+        "stop_after_steps": at_least(1), "seed": between(0, 2**32 - 1)}
     epochs: int = 100
     #: images per process and per micro-batch; the global batch is batch_size * world * accum_steps
     batch_size: int = 64
@@ -195,10 +197,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise UserError(f"override {text!r}: expected KEY=VALUE, e.g. optim.lr=0.1")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise UserError(f"override {text!r}: cannot parse the value: {e}") from None
+    value = load_yaml(raw, f"override {text!r}") if raw.strip() else None
     return key.strip().split("."), value
 
 
@@ -224,12 +223,9 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
 
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    data = reading.read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -241,7 +237,7 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     """A recipe file: a path, or the name of a recipe shipped in ``botnet/configs`` (with or
     without ``.yaml``)."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists():  # a FIFO or a folder too: read_yaml says what it is
         return path
     shipped = Path(__file__).resolve().parent.parent / "configs"
     for candidate in (shipped / path.name, shipped / f"{path.name}.yaml"):

@@ -7,6 +7,7 @@ from typing import Any
 
 from botnet.errors import UserError
 from botnet.layers.attention import ATTN_IMPLS
+from botnet.limits import check_model
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class ModelConfig:
     attn_impl: str = field(default="auto", compare=False)
     description: str = field(default="", compare=False)
 
+    def __post_init__(self) -> None:
+        # every description, from a preset, a recipe, a flag or a file's metadata, is range-checked
+        # and sized before a module is built from it
+        check_model(self)
+
     def bot_indices(self, stage: int) -> frozenset[int]:
         """Indices of the BoT blocks of stage ``stage`` (0 = c2)."""
         if self.bot_blocks is not None:
@@ -72,13 +78,11 @@ class ModelConfig:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise UserError(f"unknown model option(s) {unknown}; known: {sorted(names - {'description'})}")
-        for key in ("layers", "bot_layers", "widths", "input_size", "out_channels"):
+        for key in ("layers", "bot_layers", "widths", "input_size", "out_channels", "bot_blocks"):
             if key in overrides and overrides[key] is not None:
-                overrides[key] = tuple(int(v) for v in overrides[key])
+                overrides[key] = _int_tuple(key, overrides[key], nested=key == "bot_blocks")
         if overrides.get("attn_impl", "auto") not in ATTN_IMPLS:
             raise UserError(f"attn_impl {overrides['attn_impl']!r}: must be one of {', '.join(ATTN_IMPLS)}")
-        if overrides.get("bot_blocks") is not None:
-            overrides["bot_blocks"] = tuple(tuple(int(i) for i in stage) for stage in overrides["bot_blocks"])
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,7 +93,21 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return cls(layers=tuple(d["layers"])).replace(**{k: v for k, v in d.items() if k != "layers"})
+        if not isinstance(d, dict) or "layers" not in d:
+            raise UserError(f"a model description is a mapping with 'layers', got {type(d).__name__}")
+        return cls(layers=_int_tuple("layers", d["layers"])).replace(**{k: v for k, v in d.items() if k != "layers"})
+
+
+def _int_tuple(key: str, value: Any, nested: bool = False) -> tuple:
+    """A list of integers (of lists of integers: ``nested``) as a tuple; anything else is refused by name."""
+    def whole(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+            raise UserError(f"model option {key}={value!r}: must be a list of integers")
+        return int(v)
+
+    if not isinstance(value, (list, tuple)) or nested and not all(isinstance(v, (list, tuple)) for v in value):
+        raise UserError(f"model option {key}={value!r}: must be a list{' of lists' if nested else ''} of integers")
+    return tuple(tuple(whole(i) for i in v) for v in value) if nested else tuple(whole(v) for v in value)
 
 
 def _lists(value: Any) -> Any:

@@ -56,10 +56,12 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
 
 
 def _check_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such weights file")
-    return path
+    from botnet.reading import regular_file
+
+    try:
+        return regular_file(path, "weights file")
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
