@@ -121,12 +121,13 @@ def test_anchors_auto_without_a_box_to_fit(capsys, coco_set, tmp_path, annotatio
 
 
 def test_detector_of_a_resnet_without_backbone_weights_builds():
-    # issue 22 row 27: a TypeError was seen once building resnet_tiny with backbone_weights unset
+    # a TypeError was seen once building resnet_tiny with backbone_weights unset, when the builder
+    # took the config's fields as keywords; it now takes the config itself
     from botnet.detection.config import DetModelConfig
     from botnet.detection.maskrcnn import build_maskrcnn
 
     cfg = DetModelConfig(name="resnet_tiny", norm="bn", fpn_channels=16, box_representation=32,
                          mask_head_channels=[16])
     assert cfg.backbone_weights is None
-    model = build_maskrcnn("resnet_tiny", 2, canvas=64, **cfg.builder_kwargs())
+    model = build_maskrcnn(cfg, 2, canvas=64)
     assert model.backbone.out_channels == 16

@@ -1,6 +1,6 @@
 """Large photos in detection: prediction draws and encodes the masks of 100 detections on a
 12-megapixel photo without image-sized float stacks, and evaluation reads a photo at the canvas
-size rather than whole (issue 22, rows 14 and 15)."""
+size rather than whole."""
 from __future__ import annotations
 
 import json
