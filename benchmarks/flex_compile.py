@@ -4,7 +4,7 @@ One MHSA2d (dim 512, 4 heads, inference, fp32) with ``attn_impl="flex"`` and one
 path (the same weights) run on maps of several sizes in turn, each size twice in the list where
 it repeats, with an empty inductor cache (a new temporary ``TORCHINDUCTOR_CACHE_DIR``): the
 seconds of each flex call against the chunked path's. This is why ``auto`` takes flex on no CPU
-(``CPU_RULE`` in ``botnet/layers/attention.py``). Writes ``results/flex_compile[_cuda].md`` and
+(``cpu_attn_impl`` in ``botnet/layers/attention.py``). Writes ``results/flex_compile[_cuda].md`` and
 ``.json``. On CUDA, where ``auto`` takes flex for maps from 32 x 32 at head dim 128, the same table
 tells what evaluation over photos of many sizes pays there (Triton compiles per size too).
 

@@ -91,7 +91,7 @@ def run_equality(args, cfg, device):
             m = MHSA2d(dim, heads, feat_size=feat, attn_impl=impl).to(device)
             m.load_state_dict(ref.state_dict())
             xd = x.to(device)
-            picked = m._pick_impl(m._project(xd), size)  # with gradients, as in training
+            picked = m.choose_path(m.project(xd), size)  # with gradients, as in training
             fp32 = max(rel_err(g, w) for g, w in zip(grads_of(m, xd), want))
             low = max(float((g.double().cpu() - w).norm() / w.norm()) for g, w in zip(grads_of(m, xd, BF16), want))
             good = fp32 < 1e-4 and low < 0.03

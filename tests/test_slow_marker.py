@@ -21,6 +21,7 @@ LONG = {
                                  "test_dynamic_export_of_a_small_classifier_needs_no_size",
                                  "test_detector_onnx_runs_without_runtime_warnings"],
     "tests.test_cli_core": ["test_profile_paper_table_counts_within_the_paper_tolerance"],
+    "tests.test_docs_commands": ["test_the_cheap_documented_commands_run_as_written"],
 }
 
 

@@ -54,9 +54,9 @@ MUTANTS = [
       L + "test_smaller_map_keeps_same_offsets"),
     m("offset-sign-flipped", "layers/pos_embed.py", "return pos[None, :] - pos[:, None] + (length - 1)",
       "return pos[:, None] - pos[None, :] + (length - 1)", L + "test_relative_logits_1d_index_convention"),
-    m("tables-swapped", "layers/attention.py", "expand_rel_table(self.rel_h, height).to(qkv.dtype)  # (H, H, d)\n"
-      "        table_w = expand_rel_table(self.rel_w, width)", "expand_rel_table(self.rel_w, height).to(qkv.dtype)\n"
-      "        table_w = expand_rel_table(self.rel_h, width)", A + "test_forward_matches_reference"),
+    m("tables-swapped", "layers/chunked_attention.py", "expand_rel_table(layer.rel_h, height).to(qkv.dtype)  # (H, H, d)\n"
+      "    table_w = expand_rel_table(layer.rel_w, width)", "expand_rel_table(layer.rel_w, height).to(qkv.dtype)\n"
+      "    table_w = expand_rel_table(layer.rel_h, width)", A + "test_forward_matches_reference"),
     m("tables-swapped-per-axis-logits", "layers/pos_embed.py", "rel_table_for_length(rel_w, width))  # (.., H, W, W)\n"
       "    lh = relative_logits_1d(grid.transpose(-2, -3), rel_table_for_length(rel_h, height))",
       "rel_table_for_length(rel_h, width))\n    lh = relative_logits_1d(grid.transpose(-2, -3), "
@@ -65,16 +65,16 @@ MUTANTS = [
       "self.pos_scale = 1.0", A + "test_forward_matches_reference"),
     m("chunked-grad-v-one-block", "layers/chunked_attention.py", "grad_v_g += torch.bmm(p.transpose(1, 2), g)",
       "grad_v_g = torch.bmm(p.transpose(1, 2), g)", A + "test_chunked_query_blocks_match_bias_path"),
-    m("chunked-grad-k-unscaled", "layers/chunked_attention.py", "f._scatter(grad_k, hs, grad_k_g.mul_(scale))",
-      "f._scatter(grad_k, hs, grad_k_g)", A + "test_gradients_match_reference"),
+    m("chunked-grad-k-unscaled", "layers/chunked_attention.py", "_scatter(grad_k, hs, grad_k_g.mul_(scale))",
+      "_scatter(grad_k, hs, grad_k_g)", A + "test_gradients_match_reference"),
     m("flex-padding-mask-le", "layers/flex_attention.py", 'return torch.where(kv_idx < keys, score, -float("inf"))',
       'return torch.where(kv_idx <= keys, score, -float("inf"))',
       F + "test_score_mod_adds_the_relative_logits_and_masks_padding"),
-    m("flex-products-unscaled", "layers/flex_attention.py", "(q @ (rows * pos_scale).to(q.dtype).t())",
+    m("flex-products-unscaled", "layers/pos_embed.py", "(q @ (rows * scale).to(q.dtype).t())",
       "(q @ rows.to(q.dtype).t())", F + "test_cuda_gradients_flow_through_the_captured_products"),
-    m("fold-ratio-inverted", "layers/attention.py", "logits_h * (self.pos_scale / self.scale), logits_w * "
-      "(self.pos_scale / self.scale)", "logits_h * (self.scale / self.pos_scale), logits_w * (self.scale / "
-      "self.pos_scale)", A + "test_unscaled_position_term_matches_timm_default"),
+    m("fold-ratio-inverted", "layers/sdpa_attention.py", "logits_h * (layer.pos_scale / scale), logits_w * "
+      "(layer.pos_scale / scale)", "logits_h * (scale / layer.pos_scale), logits_w * (scale / "
+      "layer.pos_scale)", A + "test_unscaled_position_term_matches_timm_default"),
     m("fold-onehots-swapped", "layers/pos_embed.py", "torch.cat([rows, cols], dim=1)", "torch.cat([cols, rows], dim=1)",
       L + "test_key_onehots"),
     m("table-floor-not-linear", "layers/pos_embed.py", "return table[lo] * (1 - frac) + table[hi] * frac",
@@ -103,8 +103,8 @@ MUTANTS = [
       "heads = [model.roi_heads.box_predictor,", *PRECISION),
     m("box-predictor-not-float32", "detection/precision.py", "heads = [model.rpn.head, model.roi_heads.box_predictor,",
       "heads = [model.rpn.head,", *PRECISION),
-    m("anchor-aspect-inverted", "detection/anchors.py", "np.percentile(stats.wh[:, 1] / stats.wh[:, 0], [10, 50, 90])",
-      "np.percentile(stats.wh[:, 0] / stats.wh[:, 1], [10, 50, 90])",
+    m("anchor-aspect-inverted", "detection/anchors.py", "np.percentile(wh[:, 1] / wh[:, 0], [10, 50, 90])",
+      "np.percentile(wh[:, 0] / wh[:, 1], [10, 50, 90])",
       "tests/detection/test_anchors.py::test_auto_aspect_ratio_is_height_over_width"),
     m("mask-paste-strip-short", "detection/masks.py", "right = max(min(int(box[2]) + 1, width), left)",
       "right = max(min(int(box[2]), width), left)",

@@ -6,8 +6,17 @@ library callers get an ordinary exception that subclasses ``ValueError``.
 """
 from __future__ import annotations
 
+import difflib
 import warnings
 from typing import Any
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`` (did you mean 'optim.lr'?)`` for a misspelt name: the nearest known one, else for a dotted
+    name one with the same last part (``lr`` -> ``optim.lr``); empty when nothing is close."""
+    match = difflib.get_close_matches(name, known, 1, 0.6)
+    match = match or [k for k in known if "." in name + k and k.split(".")[-1] == name.split(".")[-1]]
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 class UserError(ValueError):

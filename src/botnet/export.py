@@ -36,11 +36,13 @@ from torch import nn
 
 from botnet import export_formats as formats
 from botnet.engine.progress import Phases
+from botnet import limits
 from botnet.errors import UserError, old_argument
 from botnet.export_check import (  # noqa: F401 (ExportCheckError, run_onnx: part of this module's API)
     ExportCheckError,
     check_export,
     check_inputs,
+    check_size,
     run_onnx,
 )
 from botnet.io import Outputs, atomic_path
@@ -51,6 +53,11 @@ FORMATS = ("onnx", "torch")
 DEFAULT_OPSET = 18
 #: the TorchScript-based exporter (detectors) supports opsets up to 17 for torchvision's ops
 DETECTION_OPSET = 17
+#: opsets each exporter writes: the dynamo exporter (classifiers, backbones) from 18 to the newest
+#: opset torch knows; the TorchScript exporter (detectors) from 11 (torchvision's RoIAlign) to 17
+OPSETS = {False: (18, 23), True: (11, DETECTION_OPSET)}  # keyed by "TorchScript-based exporter"
+OPSET_RANGE = limits.between(min(lo for lo, _ in OPSETS.values()), max(hi for _, hi in OPSETS.values()),
+                             integer=True)
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -131,6 +138,13 @@ def resolve_model(source: Any, *, model: str | None = None, num_classes: int | N
                         "random_weights": True}
 
 
+def _check_opset(opset: int | None, scripted: bool) -> None:
+    lo, hi = OPSETS[scripted]
+    if opset is not None and not lo <= opset <= hi:
+        what = "detectors (TorchScript exporter)" if scripted else "classifiers and backbones"
+        raise UserError(f"--opset {opset}: {what} export to ONNX opsets {lo} to {hi}")
+
+
 def export_model(
     source: Any,
     out: str | os.PathLike,
@@ -160,6 +174,12 @@ def export_model(
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if size is not None:
+        check_size(size, dynamic)
+    if num_classes is not None:
+        limits.check("--num-classes", num_classes, limits.NUM_CLASSES)
+    if opset is not None:
+        limits.check("--opset", opset, OPSET_RANGE)
     if format == "onnx":
         formats.require_onnx()
     out = Path(out)
@@ -172,6 +192,8 @@ def export_model(
     net, task, meta = resolve_model(source, model=model, num_classes=num_classes, img_size=size)
     plan = get_task(task).export_plan(net.eval(), meta, size=size, dynamic=dynamic, features=features, format=format)
     wrapper, example, outputs, kind = plan.wrapper, plan.example, plan.outputs, plan.kind
+    if format == "onnx":
+        _check_opset(opset, plan.scripted)
     wrapper.eval()  # the exporters restore the mode they find, on the wrapper and all it holds
     meta_json = formats.onnx_metadata(kind, meta, outputs)
     shape: list[int | str] = list(example.shape)

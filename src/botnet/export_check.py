@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from botnet import limits
 from botnet.errors import UserError
 
 ATOL = RTOL = 1e-3
@@ -43,8 +44,8 @@ def dynamic_size(size: Sequence[int]) -> tuple[int, int]:
 
 def check_size(size: Sequence[int], dynamic: bool) -> tuple[int, int]:
     """(H, W) of an export input, refused unless a dynamic export can reach it."""
-    if len(size) != 2 or any(int(s) < 1 for s in size):
-        raise UserError(f"--img-size takes positive numbers S or H W, got {list(size)}")
+    if len(size) != 2 or any(limits.IMAGE_SIDE(s) for s in size):
+        raise UserError(f"--img-size takes S or H W from 1 to {limits.MAX_IMAGE_SIDE}, got {list(size)}")
     h, w = int(size[0]), int(size[1])
     if dynamic and not all(s % SIZE_MULTIPLE == 0 and MIN_DYNAMIC_SIZE <= s <= MAX_DYNAMIC_SIZE for s in (h, w)):
         raise UserError(f"with --dynamic the export size must be a multiple of {SIZE_MULTIPLE} between "

@@ -1,10 +1,10 @@
 """What the attention looks at: per-head attention maps of a BoT block for chosen query pixels.
 
 :func:`attention_maps` runs the model's backbone on one input, catches the input of one MHSA layer
-and recomputes that layer's softmax from its own q, k and relative tables (arXiv 2101.11605,
-figure 4): ``softmax_keys(d^-0.5 q.k + pos_scale (q.R_h + q.R_w))`` for each head and each chosen
-query, or with ``term="position"`` the softmax of the position logits alone (what the relative
-term prefers, per head, whatever the content). :func:`draw_attention` overlays the maps on the
+and takes that layer's softmax over its own logits (:meth:`~botnet.layers.MHSA2d.logits`, arXiv
+2101.11605, figure 4): ``softmax_keys(d^-0.5 q.k + pos_scale (q.R_h + q.R_w))`` for each head and
+each chosen query, or with ``term="position"`` the softmax of the position logits alone (what the
+relative term prefers, per head, whatever the content). :func:`draw_attention` overlays the maps on the
 image.
 """
 from __future__ import annotations
@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from botnet.errors import UserError
-from botnet.layers.attention import MHSA2d
-from botnet.layers.pos_embed import relative_bias_2d, relative_logits_2d
+from botnet.layers.attention import RELATIVE_ENCODINGS, MHSA2d
 
 TERMS = ("full", "position")
 
@@ -70,16 +69,11 @@ def layer_attention(layer: MHSA2d, x: torch.Tensor, queries: Sequence[tuple[int,
     """(P, heads, H, W) attention of the queries (row, col) over the keys of ``x`` (1, dim, H, W)."""
     if term not in TERMS:
         raise UserError(f"term must be one of {TERMS}, got {term!r}")
-    if layer.pos_enc != "relative":
+    if layer.pos_enc not in RELATIVE_ENCODINGS:
         raise UserError("attention maps are drawn for relative position encoding only")
     height, width = x.shape[-2:]
-    q, k, _ = layer._split_heads(layer._project(x.to(layer.qkv.weight.dtype)))  # each (1, heads, N, d)
-    logits_h, logits_w = relative_logits_2d(q, layer.rel_h, layer.rel_w, (height, width))  # (1, heads, N, H | W)
-    index = torch.tensor([r * width + c for r, c in queries], device=q.device)
-    position = relative_bias_2d(logits_h[:, :, index], logits_w[:, :, index]) * layer.pos_scale  # (1, heads, P, N)
-    logits = position
-    if term == "full":
-        logits = logits + (q[:, :, index] @ k.transpose(-1, -2)) * layer.scale
+    index = torch.tensor([r * width + c for r, c in queries], device=x.device)
+    logits = layer.logits(x.to(layer.qkv.weight.dtype), index, content=term == "full")  # (1, heads, P, N)
     probs = logits.float().softmax(-1)[0]  # (heads, P, N)
     return probs.transpose(0, 1).reshape(len(queries), layer.heads, height, width)
 

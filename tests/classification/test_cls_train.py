@@ -1,5 +1,6 @@
 """Classification end to end through the command line, on generated colour-blob folders."""
 import json
+import shlex
 
 import pytest
 
@@ -84,12 +85,18 @@ def test_unreadable_image_is_skipped_with_a_warning_and_counted(colour_copy, tmp
     assert code == 2 and str(bad) in err and "Traceback" not in err
 
 
-def test_cli_resume_continues_the_run_in_place(colour_folder, tmp_path):
+def test_cli_resume_continues_the_run_in_place(colour_folder, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["--data", str(colour_folder), "--epochs", "2", *FAST, "--set", "train.stop_after_steps=3"]
+    capsys.readouterr()
     assert main(["train", "cls", "--out", str(run), *args]) == 0
     assert not json.loads((run / "metrics.json").read_text())["finished"]
-    assert main(["train", "cls", "--resume", str(run)]) == 0
+    # the pause names the command that goes on, and that command is the one that works
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said.startswith("paused at step 3 ") and "resume with: " in said
+    command = shlex.split(said.split("resume with: ")[1])
+    assert command == ["botnet", "train", "cls", "--resume", str(run)]
+    assert main(command[1:]) == 0
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["finished"] and summary["step"] == 8
     assert load_config(ClassificationConfig, run / "config.yaml").train.stop_after_steps is None
@@ -100,3 +107,34 @@ def test_resolution_defaults_to_the_model_and_follows_img_size():
     assert ClassificationTask(cfg).img_size == (128, 128)  # the preset's default input
     cfg = load_config(ClassificationConfig, overrides=["model.name=botnet_s1_tiny", "data.img_size=48"])
     assert ClassificationTask(cfg).img_size == (48, 48)
+
+
+def test_ctrl_c_names_the_command_that_resumes(colour_folder, tmp_path, capsys, monkeypatch):
+    from botnet.engine.trainer import Trainer
+
+    real, run = Trainer.train_step, tmp_path / "run"
+
+    def interrupted_at_step_3(self, batches):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return real(self, batches)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_step_3)
+    args = ["train", "cls", "--data", str(colour_folder), "--epochs", "2", *FAST, "--set", "checkpoint.every_steps=1"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert f"botnet: interrupted; its last checkpoint is step_00000002.pt; resume with: botnet train cls --resume {run}" in err
+    assert main([*args, "--out", str(tmp_path / "early"), "--set", "checkpoint.every_steps=5"]) == 130
+    assert "no checkpoint was written yet" in capsys.readouterr().err
+    monkeypatch.setattr(Trainer, "train_step", real)
+    assert main(["train", "cls", "--resume", str(run)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["finished"]
+
+
+def test_train_cls_weights_none_trains_from_scratch(colour_folder, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "cls", "--data", str(colour_folder), "--out", str(run), "--weights", "none", "--model",
+                 "resnet_tiny", "--img-size", "32", "--workers", "0", "--epochs", "1", "--batch-size", "16", "--set",
+                 "train.stop_after_steps=1", "--set", "log.tensorboard=false", "--set", "log.progress=never"]) == 0
+    assert load_config(ClassificationConfig, run / "config.yaml").model.init_weights is None

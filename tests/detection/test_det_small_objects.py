@@ -1,4 +1,4 @@
-"""Regression: the run of issue 15 that diverged. A new user's command on a few hundred small
+"""Regression: a run that diverged. A new user's command on a few hundred small
 objects (many per image, 15-60 px on a 400 px canvas, few images, boxes only)::
 
     botnet train det --model botnet_tiny --no-masks --data D --ann A.json --img-size 400 \\

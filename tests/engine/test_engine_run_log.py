@@ -1,6 +1,8 @@
 import io
 import sys
 
+import pytest
+
 from botnet.engine.run_log import RunLog, plot_curves, read_metrics_csv
 
 
@@ -36,3 +38,41 @@ def test_curves_png(tmp_path):
     rows.append({"kind": "eval", "step": 4, "val_top1": 20.0, "val_loss": 1.2, "val_num_images": 10})
     path = plot_curves(rows, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_mlflow_file_store_gets_the_run_and_a_resume_continues_it(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from botnet.engine import read_metrics_csv, train
+    from tests.engine.toy_task import ToyTask, toy_config
+
+    run = tmp_path / "run"
+    settings = {"log.mlflow": "true", "log.every_steps": 2, "eval.every_epochs": 1}
+    train(ToyTask(), toy_config(**settings, **{"train.stop_after_steps": 10}), run)
+    train(ToyTask(), toy_config(**settings), run, resume=run)
+    client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+    experiment = client.get_experiment_by_name("botnet")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # the resumed invocation went on in the same MLflow run
+    info = runs[0]
+    assert info.info.status == "FINISHED"
+    assert info.data.params["optim.lr"] == "0.2" and info.data.params["train.epochs"] == "3"
+    rows = read_metrics_csv(run / "metrics.csv")
+    logged = sorted({m.step for m in client.get_metric_history(info.info.run_id, "train/loss")})
+    assert logged == [r["step"] for r in rows if r["kind"] == "train"]
+    val = client.get_metric_history(info.info.run_id, "val/acc")
+    assert sorted(m.step for m in val) == [r["step"] for r in rows if r["kind"] == "eval"]
+
+
+def test_mlflow_switched_on_without_mlflow_installed_says_how_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from botnet.errors import UserError
+    from tests.engine.toy_task import toy_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(UserError, match=r'log\.mlflow=True: needs the mlflow package: pip install "botnet\[mlflow\]"'):
+        toy_config(**{"log.mlflow": "true"})
+    toy_config()  # off: nothing is asked of mlflow

@@ -24,6 +24,8 @@ CLS_BAD = [
     (["--set", "optim.name=adam"], "optim.name='adam'"),
     (["--set", "amp.dtype=fp8"], "amp.dtype='fp8'"),
     (["--set", "data.randaugment.magnitude=40"], "data.randaugment.magnitude=40"),
+    (["--set", "model.attn_impl=fast"], "model.attn_impl='fast'"),
+    (["--set", "model.options={attn_impl: flex}"], "model.options={'attn_impl': 'flex'}"),
     (["--set", "model.options={img_size: 64}"], "model.options={'img_size': 64}"),  # one key per setting
 ]
 
@@ -57,6 +59,7 @@ DET_BAD = [
     (["--set", "model.score_thresh=2"], "model.score_thresh=2"),
     (["--set", "model.mask_head_channels=[]"], "model.mask_head_channels=[]"),
     (["--set", "model.anchor_sizes=[8,16]"], "model.anchor_sizes=[8, 16]"),  # was refused only by the builder
+    (["--set", "model.attn_impl=fast"], "model.attn_impl='fast'"),
     (["--set", "model.options={img_size: 64}"], "model.options={'img_size': 64}"),  # the canvas is data.img_size
 ]
 
@@ -77,3 +80,14 @@ def test_recipe_file_with_out_of_range_value_names_file_and_key(colour_folder, t
     code, err = run_cli(capsys, "train", "cls", "--data", colour_folder, "--out", tmp_path / "run",
                         "--config", recipe)
     assert code == 2 and str(recipe) in err and "log.every_steps=0" in err
+
+
+@pytest.mark.parametrize("setting, offered", [("optim.lrr=0.1", "optim.lr"), ("lr=0.1", "optim.lr"),
+                                              ("train.batchsize=4", "train.batch_size"),
+                                              ("optm.lr=0.1", "optim.lr")])
+def test_an_unknown_set_key_offers_the_closest_valid_key(colour_folder, tmp_path, capsys, setting, offered):
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "cls", "--data", colour_folder, "--out", out, "--set", setting)
+    assert code == 2 and setting.split("=")[0] in err
+    assert f"(did you mean '{offered}'?)" in err
+    assert listing(out) == []

@@ -35,17 +35,24 @@ def _rewrite_metadata(path, **changes):
 
 
 def test_crafted_safetensors_metadata_with_huge_widths(cls_weights):
-    # widths=[2**20]*4 described a model of ~39 TB: refused from the header, before allocating
+    # widths=[2**20]*4 described a model of ~39 TB: refused from the header by its range, before allocating
     _rewrite_metadata(cls_weights, widths=[2**20] * 4)
     tracemalloc.start()
     try:
-        with pytest.raises(UserError, match=r"(?s)does not fit the tensors in the file.*layer1\.0\.conv1\.weight"):
+        with pytest.raises(UserError, match=r"metadata is not usable \(model option widths=.*at most 16384"):
             botnet.load(cls_weights)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 200 * 2**20
     assert main(["predict", "cls", str(cls_weights), "--weights", str(cls_weights)]) == 2
+
+
+def test_crafted_metadata_with_widths_in_range_but_not_the_files(cls_weights):
+    # within every range, yet another model than the tensors: compared on the meta device
+    _rewrite_metadata(cls_weights, widths=[2048] * 4)
+    with pytest.raises(UserError, match=r"(?s)does not fit the tensors in the file.*layer1\.0\.conv1\.weight"):
+        botnet.load(cls_weights)
 
 
 def test_crafted_metadata_with_another_depth(cls_weights):

@@ -84,13 +84,13 @@ def test_larger_map_than_tables_all_paths_agree():
 def test_auto_picks_chunked_on_cpu_and_fused_kernels_elsewhere():
     m = _layer("auto", dtype=torch.float32)
     x = torch.randn(1, 12, 4, 6)
-    assert m._pick_impl(m._project(x)) == "chunked"
+    assert m.choose_path(m.project(x)) == "chunked"
     with torch.no_grad():
-        assert m._pick_impl(m._project(x)) == "chunked"
+        assert m.choose_path(m.project(x)) == "chunked"
     meta = _layer("auto", dtype=torch.float32).to("meta")
-    assert meta._pick_impl(meta._project(x.to("meta"))) == "fold"
+    assert meta.choose_path(meta.project(x.to("meta"))) == "fold"
     with torch.no_grad():
-        assert meta._pick_impl(meta._project(x.to("meta"))) == "bias"
+        assert meta.choose_path(meta.project(x.to("meta"))) == "bias"
 
 
 def test_chunked_plan_small_maps_all_heads_large_maps_per_head_blocks():

@@ -16,6 +16,8 @@ from botnet.layers.pos_embed import (
     rel_table_for_length,
     relative_bias_2d,
     relative_logits_2d,
+    relative_products,
+    token_positions,
 )
 from tests.layers.reference import reference_mhsa
 
@@ -96,10 +98,10 @@ def test_score_mod_adds_the_relative_logits_and_masks_padding(kind, padded):
     logits_h, logits_w = (0.5 * t for t in relative_logits_2d(q, rel_h, rel_w, (H, W)))
     keys = H * W if padded else None
     if kind == "products":
-        pos_h, pos_w = flex_attention.position_products(q, rel_h, rel_w, 0.5)
+        pos_h, pos_w = relative_products(q, rel_h, rel_w, 0.5)
         score_mod = flex_attention.relative_score_mod(pos_h, pos_w, keys)
     else:
-        rows, cols = flex_attention.key_positions(H * W, W, "cpu", H * W + padded)
+        rows, cols = token_positions((H, W), "cpu", H * W + padded)
         score_mod = flex_attention.key_logits_score_mod(logits_h, logits_w, rows, cols, keys)
     b, h, qi, ki = torch.meshgrid(*[torch.arange(n) for n in (2, 2, H * W, H * W + padded)], indexing="ij")
     got = score_mod(torch.zeros(b.shape, dtype=torch.float64), b, h, qi, ki)
@@ -146,7 +148,7 @@ def test_cpu_bf16_autocast_as_close_to_float32_as_the_chunked_path():
 
 
 def test_cuda_gradients_flow_through_the_captured_products(monkeypatch):
-    # the CUDA branch of MHSA2d._attend_flex (autograd through FlexAttention's own backward, the
+    # the CUDA branch of flex_attention.attend (autograd through FlexAttention's own backward, the
     # gradients of the captured products reaching q and the tables), run on the CPU in float64 by
     # lifting PyTorch's CPU-backward refusal: FlexAttention's unfused maths and backward
     monkeypatch.setattr(torch.nn.attention.flex_attention, "_validate_device", lambda *args: None)
@@ -154,10 +156,10 @@ def test_cuda_gradients_flow_through_the_captured_products(monkeypatch):
     x = torch.randn(2, 16, 3, 5, dtype=torch.float64)
 
     def cuda_branch(x):
-        qkv = m._project(x)
-        q, k, v = m._split_heads(qkv)
+        qkv = m.project(x)
+        q, k, v = m.split_heads(qkv)
         rows_h, rows_w = rel_table_for_length(m.rel_h, 3), rel_table_for_length(m.rel_w, 5)
-        pos_h, pos_w = flex_attention.position_products(q, rows_h, rows_w, m.pos_scale)
+        pos_h, pos_w = relative_products(q, rows_h, rows_w, m.pos_scale)
         out = flex_attention.flex_relative_attention(q, k, v, pos_h, pos_w, m.scale)
         return out.transpose(1, 2).reshape(2, 3, 5, 16).permute(0, 3, 1, 2)
 
@@ -238,7 +240,7 @@ def test_cpu_rule_by_capability(amx, monkeypatch):
         for training in (True, False):
             with (torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
                   torch.set_grad_enabled(training)):
-                picks[dtype, training] = m._pick_impl(m._project(x))
+                picks[dtype, training] = m.choose_path(m.project(x))
     if not amx:  # AMD EPYC (AVX2): the chunked path everywhere, as before
         assert set(picks.values()) == {"chunked"}
     else:  # the AMX table: the faster measured path, chunked in fp32 and the fold in bf16

@@ -2,13 +2,20 @@ import torch
 import torch.nn.functional as F
 
 from botnet.layers.pos_embed import (
+    absolute_grid,
     expand_rel_table,
     relative_index,
     key_position_onehots,
     rel_table_for_length,
     relative_logits_1d,
     relative_logits_2d,
+    relative_logits_expanded,
+    relative_logits_expanded_grads,
+    relative_products,
+    relative_token_index,
     resize_abs_table,
+    resize_table,
+    token_positions,
 )
 
 
@@ -79,3 +86,60 @@ def test_key_onehots():
     assert oh.shape == (6, 5)
     assert oh.sum(1).eq(2).all()
     assert oh[4, 1] == 1 and oh[4, 2 + 1] == 1  # token 4 = (row 1, col 1)
+
+
+def test_token_index_is_the_axis_index_on_flattened_tokens():
+    H, W = 3, 4
+    q_idx, kv_idx = torch.meshgrid(torch.arange(H * W), torch.arange(H * W), indexing="ij")
+    rows, cols = relative_token_index(q_idx, kv_idx, (H, W))
+    for qi in range(H * W):
+        for ki in range(H * W):
+            (a, b), (c, e) = divmod(qi, W), divmod(ki, W)
+            assert (int(rows[qi, ki]), int(cols[qi, ki])) == (relative_index(H)[a, c], relative_index(W)[b, e])
+
+
+def test_token_positions_with_padding():
+    rows, cols = token_positions((2, 3), "cpu", 8)
+    assert rows.tolist() == [0, 0, 0, 1, 1, 1, 1, 1] and cols.tolist() == [0, 1, 2, 0, 1, 2, 2, 2]
+
+
+def test_products_read_at_the_token_index_are_the_logits():
+    H, W, d = 3, 5, 4
+    q = torch.randn(2, 2, H * W, d, dtype=torch.float64)
+    rel_h, rel_w = torch.randn(2 * H - 1, d, dtype=torch.float64), torch.randn(2 * W - 1, d, dtype=torch.float64)
+    pos_h, pos_w = relative_products(q, rel_h, rel_w, 0.5)
+    lh, lw = relative_logits_2d(q, rel_h, rel_w, (H, W))
+    q_idx, kv_idx = torch.meshgrid(torch.arange(H * W), torch.arange(H * W), indexing="ij")
+    rows, cols = relative_token_index(q_idx, kv_idx, (H, W))
+    kr, kc = token_positions((H, W), "cpu")
+    torch.testing.assert_close(pos_h.gather(-1, rows.expand(2, 2, -1, -1)), 0.5 * lh[..., kr])
+    torch.testing.assert_close(pos_w.gather(-1, cols.expand(2, 2, -1, -1)), 0.5 * lw[..., kc])
+
+
+def test_expanded_logits_and_their_chain_rule():
+    torch.manual_seed(0)
+    B, H, W, g, d = 2, 3, 4, 2, 5
+    q = torch.randn(B, H, W, g, d, dtype=torch.float64, requires_grad=True)
+    rel_h = torch.randn(2 * H - 1, d, dtype=torch.float64)
+    rel_w = torch.randn(2 * W - 1, d, dtype=torch.float64)
+    table_h = expand_rel_table(rel_h, H).requires_grad_(True)
+    table_w = expand_rel_table(rel_w, W).requires_grad_(True)
+    lh, lw = relative_logits_expanded(q, table_h, table_w, 0.5)
+    want_h, want_w = relative_logits_2d(q.permute(0, 3, 1, 2, 4).reshape(B, g, H * W, d), rel_h, rel_w, (H, W))
+    torch.testing.assert_close(lh, 0.5 * want_h.reshape(B * g, H * W, H))
+    torch.testing.assert_close(lw, 0.5 * want_w.reshape(B * g, H * W, W))
+    g_h, g_w = torch.randn_like(lh), torch.randn_like(lw)
+    auto = torch.autograd.grad((lh * g_h).sum() + (lw * g_w).sum(), [q, table_h, table_w])
+    by_hand = relative_logits_expanded_grads(0.5 * g_h, 0.5 * g_w, q.detach(), table_h.detach(), table_w.detach())
+    for a, b in zip(by_hand, auto):
+        torch.testing.assert_close(a, b)
+
+
+def test_resize_table_and_absolute_grid():
+    rel, ab = torch.randn(7, 3), torch.randn(4, 3)
+    assert torch.equal(resize_table(rel, 5, relative=True), rel_table_for_length(rel, 3))
+    assert torch.equal(resize_table(ab, 6, relative=False), resize_abs_table(ab, 6))
+    abs_h, abs_w = torch.randn(3, 2), torch.randn(4, 2)
+    grid = absolute_grid(abs_h, abs_w, (3, 4))
+    assert grid.shape == (12, 2)
+    torch.testing.assert_close(grid[1 * 4 + 2], abs_h[1] + abs_w[2])

@@ -11,26 +11,29 @@ from typing import Any, ClassVar
 
 from botnet.engine.config import EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig
 from botnet.engine.config_validate import (
-    IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair, one_of)
+    check_model_options, IMAGE_SIDE, Checked, Limits, at_least, between, each, fraction, increasing_pair, one_of,
+    without)
 from botnet.engine.renamed_keys import UNCHANGED, Renamed
 from botnet.errors import UserError
+from botnet.layers.attention import ATTN_IMPLS
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import CLASSIFICATION
 
 
 #: model options with their own key in the classification config (one home each)
-OWN_KEYS = {"img_size": "data.img_size", "input_size": "data.img_size", "drop_rate": "model.drop_rate", "drop_path_rate": "model.drop_path_rate"}
+OWN_KEYS = {"attn_impl": "model.attn_impl", "img_size": "data.img_size", "input_size": "data.img_size",
+            "drop_rate": "model.drop_rate", "drop_path_rate": "model.drop_path_rate"}
 
 
-def _no_own_keys(options: dict) -> str | None:
-    taken = sorted(set(options) & set(OWN_KEYS))
-    return f"must not hold {taken[0]}: it has its own key, {OWN_KEYS[taken[0]]}" if taken else None
+def _no_own_keys(options: Any) -> str | None:
+    return next((why for key, home in OWN_KEYS.items() if (why := without(key, home)(options))), None)
 
 
 @dataclass
 class ClsModelConfig(Checked):
     limits: ClassVar[Limits] = {"drop_rate": fraction(hi_open=True), "drop_path_rate": fraction(hi_open=True),
-                                "norm": one_of("bn", "syncbn"), "options": _no_own_keys}
+                                "norm": one_of("bn", "syncbn"), "attn_impl": one_of(*ATTN_IMPLS),
+                                "options": _no_own_keys}
     #: a registered model (``botnet models`` lists them)
     name: str = "botnet_s1_50"
     #: bn | syncbn (BatchNorm synchronized across processes when training under torch.distributed on CUDA)
@@ -41,10 +44,17 @@ class ClsModelConfig(Checked):
     drop_path_rate: float = 0.0
     #: any other field of the model's config, e.g. {act: silu, se_ratio: 0.0625}
     options: dict[str, Any] = field(default_factory=dict)
+    #: how the attention computes its relative term: auto, or a path (chunked, fold, bias, flex;
+    #: botnet.layers.attention.PATHS); the same result either way
+    attn_impl: str = "auto"
     #: weights to start from (``--weights``): a source of botnet.weights.pretrained (``imagenet``,
     #: ``torchvision:ENUM``, ``timm:NAME``, a local file in any layout); a ResNet fills the matching
     #: layers and the attention stays random (the paper's ImageNet start)
     init_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_model_options(self.name, self.options)
 
 
 @dataclass

@@ -34,7 +34,8 @@ def build_classifier(model_cfg: ClsModelConfig, num_classes: int, img_size: tupl
     from botnet.models import create_model
 
     model = create_model(model_cfg.name, num_classes=num_classes, img_size=img_size, drop_rate=model_cfg.drop_rate,
-                         drop_path_rate=model_cfg.drop_path_rate, **model_cfg.options)
+                         drop_path_rate=model_cfg.drop_path_rate, attn_impl=model_cfg.attn_impl,
+                         **model_cfg.options)
     if model_cfg.init_weights:
         import sys
 

@@ -40,6 +40,9 @@ class CLI:
         self.parser = argparse.ArgumentParser(
             prog="botnet", description="Bottleneck Transformers: models, training, evaluation, export."
         )
+        from botnet import __version__
+
+        self.parser.add_argument("--version", action="version", version=f"botnet {__version__}")
         self._commands = self.parser.add_subparsers(dest="command", metavar="COMMAND")
         self._commands.required = True
         self._task_subparsers: dict[str, argparse._SubParsersAction] = {}
@@ -73,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"botnet: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("botnet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a training command puts the way to resume into the interruption
+        print("botnet: interrupted" + (f"; {e.args[0]}" if e.args else ""), file=sys.stderr)
         return 130
     return int(code or 0)
 

@@ -5,8 +5,8 @@ import argparse
 
 from botnet.cli.names import add_img_size
 from botnet.cli.run_args import (
-    add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
-    run_config, run_folder)
+    add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_pause,
+    report_skipped, run_config, run_folder, source_overrides, tells_how_to_resume)
 from botnet.engine.config_validate import image_side, positive_int
 
 
@@ -18,7 +18,7 @@ def register(cli) -> None:
     p.add_argument("--model", help="registered model name (botnet models lists them)")
     add_img_size(p, "resolution (default: the model's)", type=int)
     p.add_argument("--weights", metavar="SOURCE", help="start from: imagenet, timm:NAME, torchvision:ENUM.NAME or "
-                   "a weights file (docs/pretrained.md); a classifier for other classes is re-initialised")
+                   "a weights file (docs/pretrained.md), or none; a classifier for other classes is re-initialised")
     add_engine_args(p, recipe_example="cls_tiny_cpu", lr_example=0.1)
     p.set_defaults(func=_train)
 
@@ -45,13 +45,16 @@ def _train(args: argparse.Namespace) -> int:
     from botnet.errors import UserError
 
     flags = {"data.root": args.data, "model.name": args.model, "data.img_size": args.img_size,
-             "model.init_weights": args.weights, **engine_flags(args)}
-    overrides = as_overrides(flags) + list(args.overrides)
+             **engine_flags(args)}
+    overrides = as_overrides(flags) + source_overrides("model.init_weights", args.weights) + list(args.overrides)
     out = run_folder(args)
     cfg = run_config(ClassificationConfig, args, overrides, choose_recipe)
     if not cfg.data.root:
         raise UserError("--data is required (a folder with train/<class>/* and val/<class>/*)")
-    summary = train_classifier(cfg, out, resume=args.resume)
+    with tells_how_to_resume("cls", out):
+        summary = train_classifier(cfg, out, resume=args.resume)
+    if report_pause("cls", summary, out):
+        return 0
     best = summary.get("best_val_top1")
     if best is not None and is_main():  # one line per run under torchrun
         print(f"best top-1 {best:.2f}% at step {summary['best_step']}; run folder: {out}")

@@ -1,26 +1,22 @@
 """``botnet convert``: torchvision / timm weights (a file or a named source) to our safetensors format."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from botnet.cli.names import add_img_size, add_set
 from botnet.weights.builder import convert_weights
 from botnet.weights.convert import SOURCES
-from botnet.engine.config_validate import image_side
+from botnet.engine.config_validate import flag_type, image_side
+from botnet.limits import MAX_CLASSES, between
 from botnet.errors import UserError
 
 
 def _option(text: str) -> tuple[str, object]:
     """``key=value`` with a YAML-typed value (``bot_shortcut_act=false``, ``layers=[2,2,2,2]``)."""
-    import yaml
+    from botnet.reading import load_yaml
 
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise UserError(f"--set takes KEY=VALUE, got {text!r}")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError as e:
-        raise UserError(f"--set {text!r}: unreadable value ({e})") from None
+    return key.strip(), load_yaml(value, f"--set {text!r}")
 
 
 def register(cli) -> None:
@@ -32,7 +28,8 @@ def register(cli) -> None:
     p.add_argument("--from", dest="source", choices=SOURCES, default="auto",
                    help="layout: timm (timm's ResNets and BoTNets), torchvision (torchvision's ResNets, our files) "
                         "or auto (default: recognised from the keys)")
-    p.add_argument("--num-classes", type=int, metavar="N", help="classifier size (default: the checkpoint's)")
+    p.add_argument("--num-classes", type=flag_type(int, between(0, MAX_CLASSES)), metavar="N",
+                   help="classifier size (default: the checkpoint's; 0: no classifier)")
     p.add_argument("--classes", metavar="FILE", help="text file of class names, one per line "
                    "(default: the ImageNet names for 1000 classes)")
     add_img_size(p, "input side S, or H W (sizes the attention tables)", type=image_side, nargs="+", metavar="S")
@@ -47,10 +44,10 @@ def register(cli) -> None:
 def run(args) -> int:
     class_names = None
     if args.classes:
-        path = Path(args.classes)
-        if not path.is_file():
-            raise UserError(f"{path}: no such class names file")
-        class_names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        from botnet.reading import read_text
+
+        text = read_text(args.classes, "class names file")
+        class_names = [line.strip() for line in text.splitlines() if line.strip()]
     size = args.img_size
     if size is not None and len(size) not in (1, 2):
         raise UserError(f"--img-size takes S or H W, got {len(size)} numbers")

@@ -6,6 +6,13 @@ import argparse
 from botnet.cli.names import add_img_size
 
 
+def _shapes_side(text: str) -> int:
+    """A side of generated images or of the canvas: 32 (one stride of c5) to 4096 pixels."""
+    from botnet.engine.config_validate import CANVAS_SIDE, flag_type
+
+    return flag_type(int, CANVAS_SIDE)(text)
+
+
 def register(cli) -> None:
     p = cli.command("data", "generate a dataset, or describe the boxes of one")
     sub = p.add_subparsers(dest="dataset", metavar="DATASET")
@@ -16,7 +23,7 @@ def register(cli) -> None:
     s.add_argument("out", metavar="OUT")
     s.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
     s.add_argument("--val", type=int, default=200, help="validation images (default 200)")
-    add_img_size(s, "image side in pixels (default 128)", old=("--size",), type=int, default=128)
+    add_img_size(s, "image side in pixels (default 128, 32 to 4096)", old=("--size",), type=_shapes_side, default=128)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_shapes)
     t = sub.add_parser("stats", help="boxes, sizes at the canvas, classes and anchor coverage of a COCO file",
@@ -24,7 +31,8 @@ def register(cli) -> None:
                                    "the anchors cover (IoU >= 0.7 with a centred anchor), with what --anchors auto "
                                    "would choose; --out also draws the size histogram.")
     t.add_argument("--ann", required=True, help="COCO instances JSON")
-    add_img_size(t, "side of the training canvas (default 1024)", old=("--canvas",), type=int, default=1024)
+    add_img_size(t, "side of the training canvas (default 1024, 32 to 4096)", old=("--canvas",), type=_shapes_side,
+                 default=1024)
     t.add_argument("--out", help="folder for box_sizes.png")
     t.set_defaults(func=_stats)
 
@@ -36,8 +44,6 @@ def _shapes(args: argparse.Namespace) -> int:
 
     if args.train < 0 or args.val < 0 or args.train + args.val == 0:
         raise UserError("--train and --val must be non-negative and not both zero")
-    if args.img_size < 32:
-        raise UserError(f"--img-size {args.img_size}: images must be at least 32 pixels")
     Outputs(folder=args.out, flag="OUT")  # a folder that can be written, checked before any image is drawn
     paths = make_shapes_dataset(args.out, train=args.train, val=args.val, img_size=args.img_size, seed=args.seed)
     for key in ("train", "val"):
@@ -51,11 +57,8 @@ def _stats(args: argparse.Namespace) -> int:
 
     from botnet.detection.anchors import box_stats, describe, plot_stats
     from botnet.detection.config import DetModelConfig
-    from botnet.errors import UserError
     from botnet.io import Outputs
 
-    if args.img_size < 32:
-        raise UserError(f"--img-size {args.img_size}: must be at least 32")
     picture = Outputs([args.ann], folder=args.out).claim(Path(args.out) / "box_sizes.png") if args.out else None
     stats = box_stats(args.ann, args.img_size)
     m = DetModelConfig()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from botnet.cli.names import add_set
@@ -21,12 +22,26 @@ def register(cli) -> None:
     p.set_defaults(func=run)
 
 
+def again(args: argparse.Namespace) -> str:
+    """This demo's command line (the flags that shape the run; a rerun reuses the data and resumes)."""
+    flags = ["--out", args.out]
+    for name in ("train", "val", "epochs", "workers"):
+        if getattr(args, name) is not None:
+            flags += [f"--{name}", str(getattr(args, name))]
+    for setting in args.overrides:
+        flags += ["--set", setting]
+    return shlex.join(["botnet", "demo", *flags])
+
+
 def run(args: argparse.Namespace) -> int:
     from botnet.detection.demo import run_demo
 
     out = Path(args.out)
-    result = run_demo(out, train=args.train, val=args.val, epochs=args.epochs, workers=args.workers,
-                      pictures=args.pictures, overrides=args.overrides)
+    try:
+        result = run_demo(out, train=args.train, val=args.val, epochs=args.epochs, workers=args.workers,
+                          pictures=args.pictures, overrides=args.overrides)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the same command resumes the demo: {again(args)}") from None
     print(f"done in {result['minutes']:.1f} min: box AP {result.get('box_ap', 0.0):.1f}, "
           f"mask AP {result.get('mask_ap', 0.0):.1f}\n"
           f"  pictures:  {out / 'predictions'}\n  curves:    {out / 'run' / 'curves.png'}\n"

@@ -6,8 +6,8 @@ import sys
 
 from botnet.cli.names import add_img_size
 from botnet.cli.run_args import (
-    add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_skipped,
-    run_config, run_folder)
+    add_engine_args, add_eval_args, add_predict_args, as_overrides, engine_flags, is_main, report_pause,
+    report_skipped, run_config, run_folder, source_overrides, tells_how_to_resume)
 from botnet.engine.config_validate import canvas_side, fraction_float
 
 
@@ -33,10 +33,9 @@ def register(cli) -> None:
                                     "or MIN,MAX")
     p.add_argument("--backbone-weights", metavar="SOURCE",
                    help="imagenet (the paper's setting), timm:NAME, torchvision:ENUM.NAME or a weights file "
-                        "(docs/pretrained.md)")
+                        "(docs/pretrained.md); none: random initialisation")
     p.add_argument("--norm", choices=["bn", "frozen", "syncbn"], help="backbone normalisation")
     p.add_argument("--no-masks", action="store_true", help="Faster R-CNN: boxes only")
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--train-empty", action="store_true", help="also train on images without annotations")
     p.add_argument("--anchors", choices=["auto"],
                    help="auto: fit the anchor sizes and aspect ratios to the training boxes at the canvas "
@@ -76,13 +75,13 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         "data.train_images": args.data, "data.train_ann": args.ann, "data.val_images": args.val_data,
         "data.val_ann": args.val_ann, "model.name": args.model,
         "data.img_size": args.img_size, "data.scale_range": jitter,
-        "model.backbone_weights": args.backbone_weights, "model.norm": args.norm,
-        "model.masks": False if args.no_masks else None, "amp.dtype": args.amp,
+        "model.norm": args.norm, "model.masks": False if args.no_masks else None,
         "data.train_empty": True if args.train_empty else None, "model.anchor_sizes": args.anchors,
         **engine_flags(args),
     }
     dataset = dataset_overrides(args.dataset) if args.dataset else []
-    return dataset + as_overrides(flags) + list(args.overrides)
+    weights = source_overrides("model.backbone_weights", args.backbone_weights)
+    return dataset + as_overrides(flags) + weights + list(args.overrides)
 
 
 DATASET_KEYS = ("train_images", "train_ann", "val_images", "val_ann")
@@ -97,6 +96,8 @@ def dataset_overrides(path: str) -> list[str]:
 
     spec = read_yaml(path)
     spec = spec.get("data", spec)
+    if not isinstance(spec, dict) or not all(isinstance(v, (str, type(None))) for v in spec.values()):
+        raise UserError(f"{path}: 'data' must be a mapping of {', '.join(DATASET_KEYS)} to paths, got {spec!r:.80}")
     unknown = sorted(set(spec) - set(DATASET_KEYS))
     if unknown:
         raise UserError(f"{path}: unknown key(s) {unknown}; a dataset file holds {', '.join(DATASET_KEYS)}")
@@ -114,7 +115,10 @@ def _train(args: argparse.Namespace) -> int:
     cfg = run_config(DetectionConfig, args, train_overrides(args), choose_recipe)
     if not (cfg.data.train_images and cfg.data.train_ann):
         raise UserError("--data IMAGE_DIR and --ann INSTANCES.json are required (or a recipe with data paths)")
-    summary = train_detector(cfg, out, resume=args.resume)
+    with tells_how_to_resume("det", out):
+        summary = train_detector(cfg, out, resume=args.resume)
+    if report_pause("det", summary, out):
+        return 0
     if is_main():
         print(format_ap(summary, prefix="val_") + f"; run folder: {out}")
     return 0

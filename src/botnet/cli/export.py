@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 
 from botnet.cli.names import add_img_size
+from botnet.engine.config_validate import flag_type, image_side, num_classes_int
 from botnet.errors import UserError
-from botnet.export import FORMATS, ExportCheckError, export_model
+from botnet.export import FORMATS, OPSET_RANGE, ExportCheckError, export_model
 
 
 def register(cli) -> None:
@@ -17,7 +18,7 @@ def register(cli) -> None:
                    help="onnx (default) or torch (an ExportedProgram, torch.export.save; name it .pt2)")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write")
     add_img_size(p, "input side S, or height and width H W, of the export (default: the model's input size; "
-                    "detectors: their canvas)", old=("--size",), nargs="+", type=int, metavar="S")
+                    "detectors: their canvas)", old=("--size",), nargs="+", type=image_side, metavar="S")
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic batch, height and width (multiples of 32 from 64 to 4096; without --img-size the "
                         "export runs at the smallest such size not below the model's)")
@@ -25,8 +26,9 @@ def register(cli) -> None:
                    help="export the backbone's c2..c5 feature maps instead of the classifier")
     p.add_argument("--model", metavar="NAME",
                    help="architecture of a weights file that does not describe itself (checked against one that does)")
-    p.add_argument("--num-classes", type=int, metavar="N", help="classifier size for a bare model name (default 1000)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 18; detectors 17)")
+    p.add_argument("--num-classes", type=num_classes_int, metavar="N", help="classifier size for a bare model name (default 1000)")
+    p.add_argument("--opset", type=flag_type(int, OPSET_RANGE),
+                   help="ONNX opset (default 18, from 18 to 23; detectors 17, from 11 to 17)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the exported graph against PyTorch before writing it")
     p.set_defaults(func=run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from botnet.cli.names import add_batch_size, add_img_size
+from botnet.engine.config_validate import image_side, positive_int
 from botnet.models import create_model, get_model_config
 from botnet.profile import count_macs, count_params, paper_table, time_model
 
@@ -11,9 +12,10 @@ from botnet.profile import count_macs, count_params, paper_table, time_model
 def register(cli) -> None:
     p = cli.command("profile", "params, multiply-adds, latency and throughput of a model (or --paper)")
     p.add_argument("model", nargs="?", help="model name (see `botnet models`)")
-    add_img_size(p, "input side S, or H W (default: the model's)", old=("--size",), type=int, nargs="+", metavar="S")
-    add_batch_size(p, "images per timed step (default 1)", old=("--batch",), type=int, default=1)
-    p.add_argument("--iters", type=int, default=3, help="timed iterations (median reported)")
+    add_img_size(p, "input side S, or H W (default: the model's)", old=("--size",), type=image_side, nargs="+",
+                 metavar="S")
+    add_batch_size(p, "images per timed step (default 1)", old=("--batch",), type=positive_int, default=1)
+    p.add_argument("--iters", type=positive_int, default=3, help="timed iterations (median reported)")
     p.add_argument("--backbone", action="store_true", help="c1..c5 only (forward_features)")
     p.add_argument("--train", action="store_true", help="also time forward+backward")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -22,7 +22,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from botnet.data.coco_validate import BOX_TOLERANCE, check_coco, read_coco_json, rle_string_counts, validate_coco
+from botnet.data.coco_validate import (
+    BOX_TOLERANCE, check_coco, degenerate_polygon_ids, read_coco_json, rle_string_counts, validate_coco)
 from botnet.data.imagefolder import Unreadable
 from botnet.data.images import DECODE_ERRORS, read_rgb
 from botnet.errors import DataError
@@ -46,6 +47,7 @@ def _load_coco(ann_file, image_dir, check_images: bool) -> tuple[COCO, bool]:
     if problems:
         raise DataError(f"{ann_file}: {len(problems)} problem(s) in the dataset", problems)
     complete_annotations(data)
+    _warn_degenerate_polygons(data, ann_file)
     data.setdefault("info", {})
     coco = COCO()
     coco.dataset = data
@@ -148,8 +150,8 @@ def decode_masks(anns: list[dict], height: int, width: int, size: tuple[int, int
 
     A polygon's mask is pycocotools' over the whole image (its run-length code), decoded in the
     window of the image the polygon can touch (:func:`polygon_window`): the work follows the
-    object's size rather than the photo's (on a 12-megapixel photo 0.5 ms per object, against
-    22 ms decoded whole: ``benchmarks/data_loading.py``)."""
+    object's size rather than the photo's (``benchmarks/data_loading.py`` measures both; BENCHMARKS.md,
+    "Reading real photos")."""
     out_h, out_w = size or (height, width)
     sx, sy = out_w / width, out_h / height
     masks = np.zeros((len(anns), out_h, out_w), dtype=np.uint8)
@@ -177,6 +179,14 @@ def decode_masks(anns: list[dict], height: int, width: int, size: tuple[int, int
             whole = F.interpolate(torch.from_numpy(whole)[None, None], size=(out_h, out_w), mode="nearest")[0, 0].numpy()
         masks[i] = whole
     return masks
+
+
+def _warn_degenerate_polygons(data: dict, ann_file) -> None:
+    flat = degenerate_polygon_ids(data)
+    if flat:
+        shown = ", ".join(map(str, flat[:10])) + (", ..." if len(flat) > 10 else "")
+        warnings.warn(f"{ann_file}: {len(flat)} annotation(s) whose polygons enclose no area (collinear or "
+                      f"repeated points; annotation id {shown}): kept, with their boxes as their masks", stacklevel=3)
 
 
 class CocoDetection(Dataset):
@@ -263,7 +273,12 @@ class CocoDetection(Dataset):
             "orig_size": (h, w),
         }
         if self.with_masks:
-            target["masks"] = tv_tensors.Mask(torch.from_numpy(decode_masks(anns, h, w, size)))
+            masks = decode_masks(anns, h, w, size)
+            for i in np.flatnonzero(~masks.any(axis=(1, 2))):
+                # a polygon that covers no pixel (collinear points, a sliver): the object stays, its
+                # box as its mask, as for a box-only annotation (_load_coco warns about them)
+                masks[i][box_pixels(anns[i]["bbox"], size[1] / w, size[0] / h)] = 1
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         image = tv_tensors.Image(image)
         if self.transforms is not None:
             image, target = self.transforms(image, target)

@@ -21,10 +21,12 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from botnet.data.images import exif_orientation, upright_size
 from botnet.errors import DataError
+from botnet.reading import NotARegularFile, regular_file
 
 # A box may poke out of its image by rounding; more than this is an annotation error.
 BOX_TOLERANCE = 1.0
@@ -33,9 +35,9 @@ BOX_TOLERANCE = 1.0
 def read_coco_json(ann_file: str | os.PathLike) -> dict:
     """Parse an instances JSON file; errors name the file (and the position of a syntax error)."""
     path = Path(ann_file)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = regular_file(path, "COCO annotation file").read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise DataError(f"annotation file is empty: {path}")
     try:
@@ -177,12 +179,16 @@ def _check_images(data: dict, where: str, image_dir, check_images: bool, problem
         images[iid] = img
         if image_dir is not None and check_images:
             path = Path(image_dir) / name
-            if not path.is_file():
+            try:
+                with Image.open(regular_file(path, "image")) as im:
+                    size, orientation = im.size, exif_orientation(im)
+            except FileNotFoundError:
                 problems.append(f"{path}: image file missing (image id {iid})")
                 continue
-            try:
-                with Image.open(path) as im:
-                    size, orientation = im.size, exif_orientation(im)
+            except (NotARegularFile, Image.DecompressionBombError) as e:
+                # a FIFO would block the loader; a bomb would be skipped at every epoch
+                problems.append(f"{path}: {e} (image id {iid})".replace(f"{path}: {path}: ", f"{path}: "))
+                continue
             except (OSError, ValueError, SyntaxError):
                 continue  # unreadable: skipped with a warning at load time
             turned = upright_size(size, orientation)
@@ -219,6 +225,10 @@ def _annotation_problems(ann: dict, img: dict) -> list[str]:
         elif (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + bw > img["width"] + BOX_TOLERANCE
               or y + bh > img["height"] + BOX_TOLERANCE):
             found.append(f"bbox {box} lies outside image id {img['id']} ({img['width']}x{img['height']})")
+    crowd = ann.get("iscrowd", 0)
+    if not (isinstance(crowd, int) and not isinstance(crowd, bool) and crowd in (0, 1)):
+        # pycocotools reads any truthy value as crowd ("0" too) and COCOeval fails on the rest
+        found.append(f"iscrowd {crowd!r} must be 0 or 1")
     if "area" in ann and not (is_number(ann["area"]) and ann["area"] >= 0):
         found.append(f"area {ann['area']!r} is not a finite non-negative number")
     if "segmentation" in ann:
@@ -226,6 +236,21 @@ def _annotation_problems(ann: dict, img: dict) -> list[str]:
         if why:
             found.append(f"segmentation does not parse: {why}")
     return found
+
+
+def polygon_area(polygons: list[list[float]]) -> float:
+    """The area the polygons enclose (the shoelace formula, summed over the parts)."""
+    total = 0.0
+    for p in polygons:
+        xs, ys = np.asarray(p[0::2], dtype=np.float64), np.asarray(p[1::2], dtype=np.float64)
+        total += abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(np.roll(xs, -1), ys))) / 2
+    return total
+
+
+def degenerate_polygon_ids(data: dict) -> list[int]:
+    """Ids of the (validated) non-crowd annotations whose polygons enclose no area."""
+    return [a["id"] for a in data["annotations"] if isinstance(a.get("segmentation"), list)
+            and not a.get("iscrowd", 0) and polygon_area(a["segmentation"]) == 0]
 
 
 def validate_coco(data: dict, ann_file: str | os.PathLike, image_dir: str | os.PathLike | None,

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageOps
 
 from botnet.errors import UserError
+from botnet.reading import NotARegularFile, regular_file
 
 #: what a decoder may raise for a bad file (truncated, not an image, a decompression bomb)
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -82,7 +83,7 @@ def fit_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """The stored (width, height) of an image file, from its header alone (nothing is decoded);
     the decoder's errors (``DECODE_ERRORS``) propagate."""
-    with Image.open(path) as im:
+    with Image.open(regular_file(path, "image")) as im:
         return im.size
 
 
@@ -92,7 +93,7 @@ def read_rgb(path: str | os.PathLike, upright: bool = True,
     ``max_side`` a larger image comes at :func:`fit_size` of it: a JPEG decoded at a half, a
     quarter or an eighth of its size while that is still larger (PIL's ``draft``: much less work),
     then resized (bilinear, antialiased)."""
-    with Image.open(path) as im:
+    with Image.open(regular_file(path, "image")) as im:
         turn = exif_orientation(im) if upright else 1
         full = upright_size(im.size, turn)
         target = fit_size(full, max_side)
@@ -105,6 +106,16 @@ def read_rgb(path: str | os.PathLike, upright: bool = True,
 
 
 def read_image(item: ImageLike) -> torch.Tensor:
+    """:func:`_read_image`, refusing an image without a pixel (0 x 0, H x 0): there is nothing to
+    resize or to predict on."""
+    image = _read_image(item)
+    if image.shape[-1] == 0 or image.shape[-2] == 0:
+        name = f"{item}: " if isinstance(item, (str, os.PathLike)) else ""
+        raise UserError(f"{name}an image needs at least one pixel, got {image.shape[-2]} x {image.shape[-1]} (H x W)")
+    return image
+
+
+def _read_image(item: ImageLike) -> torch.Tensor:
     """One image as a (3, H, W) tensor: uint8 from files, PIL images and uint8 tensors, float32 in
     [0, 1] from floating-point tensors.
 
@@ -120,6 +131,8 @@ def read_image(item: ImageLike) -> torch.Tensor:
             return TF.pil_to_tensor(load_rgb(item))
         except FileNotFoundError:
             raise UserError(f"{item}: no such image") from None
+        except NotARegularFile:
+            raise
         except DECODE_ERRORS as e:
             raise UserError(f"{item}: unreadable image ({type(e).__name__}: {e})") from None
     if isinstance(item, Image.Image):
@@ -127,6 +140,8 @@ def read_image(item: ImageLike) -> torch.Tensor:
     if isinstance(item, np.ndarray):
         item = _from_array(item)
     if isinstance(item, torch.Tensor):
+        if item.is_meta:
+            raise UserError("a meta tensor holds no pixels (only a shape); pass a tensor with data")
         if item.dim() != 3 or item.shape[0] not in (1, 3):
             raise UserError(f"an image tensor must be (C, H, W) with 1 or 3 channels, got shape {tuple(item.shape)}")
         image = item.detach().cpu()

@@ -17,7 +17,11 @@ FPN level p2..p6, three aspect ratios; we keep that structure and fit its number
   of two times the 5th percentile of the box sizes ``sqrt(w h)`` at the canvas, rounded to a whole
   pixel and at least 4; three scales per level (1, 2^(1/3), 2^(2/3)) fill the octave between;
 - aspect ratios (h / w): the 10th, 50th and 90th percentiles of the boxes', rounded to a quarter
-  octave (one to three distinct values).
+  octave (one to three distinct values) and kept within 1:8 .. 8:1.
+
+Only boxes at least a pixel wide and high at the canvas are fitted to: training drops smaller ones
+(they vanish when the image is resized), and a 0.001 px wide box would otherwise ask for anchors of
+aspect ratio 40,000, whose regression targets overflow (a NaN loss).
 """
 from __future__ import annotations
 
@@ -27,7 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from botnet.errors import UserError
+
 RPN_FG_IOU = 0.7
+#: the most elongated anchor --anchors auto chooses (h / w or w / h)
+MAX_ASPECT = 8.0
 OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 
 
@@ -43,6 +51,20 @@ class BoxStats:
     def sizes(self) -> np.ndarray:
         return np.sqrt(self.wh[:, 0] * self.wh[:, 1])
 
+    @property
+    def fittable(self) -> np.ndarray:
+        """The sizes of the boxes at least a pixel wide and high at the canvas (the module docstring)."""
+        return self.wh[(self.wh >= 1).all(axis=1)]
+
+
+def category_names(categories: list[dict]) -> dict[int, str]:
+    """A name for each category id: its ``name`` when that is a non-empty string, else ``id N``;
+    names that several categories share get their id added, so that they are counted apart."""
+    raw = {c["id"]: c["name"] if isinstance(c.get("name"), str) and c["name"] else f"id {c['id']}"
+           for c in categories}
+    shared = {n for n in raw.values() if list(raw.values()).count(n) > 1}
+    return {cid: f"{n} (id {cid})" if n in shared else n for cid, n in raw.items()}
+
 
 def box_stats(ann_file: str | os.PathLike, canvas: int) -> BoxStats:
     """The boxes of a (validated) COCO instances file, measured at ``canvas``."""
@@ -50,7 +72,7 @@ def box_stats(ann_file: str | os.PathLike, canvas: int) -> BoxStats:
 
     coco = load_coco(ann_file, check_images=False)
     wh, counts = [], []
-    names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
+    names = category_names(coco.dataset["categories"])
     classes = {name: 0 for name in names.values()}
     for image_id, info in coco.imgs.items():
         anns = [a for a in coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
@@ -91,10 +113,12 @@ def _quarter_octave(x: float) -> float:
 
 def auto_anchors(stats: BoxStats) -> dict:
     """``anchor_sizes``, ``anchor_scales`` and ``aspect_ratios`` for the boxes (the module's rule)."""
-    if not len(stats.wh):
-        raise ValueError("no boxes to fit anchors to")
-    base = max(4, int(round(np.percentile(stats.sizes, 5))))
-    ratios = np.percentile(stats.wh[:, 1] / stats.wh[:, 0], [10, 50, 90])
+    wh = stats.fittable
+    if not len(wh):
+        raise UserError(f"no (non-crowd) box of at least 1x1 pixels at the canvas to fit anchors to "
+                        f"({len(stats.wh)} smaller); give anchor sizes instead of auto")
+    base = max(4, int(round(np.percentile(np.sqrt(wh[:, 0] * wh[:, 1]), 5))))
+    ratios = np.clip(np.percentile(wh[:, 1] / wh[:, 0], [10, 50, 90]), 1 / MAX_ASPECT, MAX_ASPECT)
     aspect = sorted({round(_quarter_octave(float(r)), 4) for r in ratios})
     return {"anchor_sizes": [base * 2 ** k for k in range(5)], "anchor_scales": [round(s, 4) for s in OCTAVE_SCALES],
             "aspect_ratios": aspect}
@@ -107,10 +131,16 @@ def fit_anchors(cfg, say=print):
 
     stats = box_stats(cfg.data.train_ann, cfg.data.img_size)
     m = cfg.model
+    try:
+        fitted = auto_anchors(stats)
+    except UserError as e:
+        raise UserError(f"{cfg.data.train_ann}: --anchors auto: {e}") from None
+    if len(stats.fittable) < len(stats.wh):
+        say(f"--anchors auto: {len(stats.wh) - len(stats.fittable)} of {len(stats.wh)} training boxes are under a "
+            f"pixel wide or high at canvas {cfg.data.img_size} (training drops them) and are not fitted to")
     # with anchor_sizes "auto", "before" is the default sizes (the paper's 32..512)
     sizes = type(m)().anchor_sizes if m.anchor_sizes == "auto" else m.anchor_sizes
     before = coverage(stats.wh, anchor_shapes(sizes, m.anchor_scales, m.aspect_ratios))
-    fitted = auto_anchors(stats)
     after = coverage(stats.wh, anchor_shapes(**{"sizes": fitted["anchor_sizes"], "scales": fitted["anchor_scales"],
                                                   "ratios": fitted["aspect_ratios"]}))
     say(f"anchors fitted to {len(stats.wh)} training boxes at canvas {cfg.data.img_size}: sizes {fitted['anchor_sizes']} "
@@ -132,7 +162,9 @@ def describe(stats: BoxStats, sizes, scales, ratios) -> list[str]:
     lines.append("classes: " + ", ".join(f"{k} {v}" for k, v in stats.class_counts.items()))
     lines.append(f"anchors {list(sizes)} x {list(scales)}, ratios {list(ratios)}: "
                  f"{100 * coverage(stats.wh, anchor_shapes(sizes, scales, ratios)):.0f}% of boxes have one of IoU >= {RPN_FG_IOU}")
-    fit = auto_anchors(stats) if len(s) else None
+    fit = auto_anchors(stats) if len(stats.fittable) else None
+    if len(s) and fit is None:
+        lines.append("--anchors auto: no box of at least 1x1 pixels at the canvas to fit to")
     if fit:
         lines.append(f"--anchors auto would use {fit['anchor_sizes']} x {fit['anchor_scales']}, ratios "
                      f"{fit['aspect_ratios']}: {100 * coverage(stats.wh, anchor_shapes(fit['anchor_sizes'], fit['anchor_scales'], fit['aspect_ratios'])):.0f}%")
@@ -150,7 +182,8 @@ def plot_stats(stats: BoxStats, sizes, path: str | os.PathLike) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if len(stats.sizes):
-        bins = np.geomspace(max(1.0, stats.sizes.min() / 1.2), stats.sizes.max() * 1.2, 40)
+        low = stats.sizes.min() / 1.2  # boxes under a pixel too: the histogram shows them
+        bins = np.geomspace(low, max(stats.sizes.max() * 1.2, low * 2), 40)
         ax.hist(stats.sizes, bins=bins, color="tab:blue", alpha=0.8, label="boxes")
     for i, size in enumerate(sizes):
         ax.axvline(size, color="tab:red", ls="--", lw=1, label="anchor sizes" if i == 0 else None)

@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 from botnet.engine.config import (
     EvalConfig, OptimConfig, ScheduleConfig, TrainConfig, TrainLoopConfig, from_dict, to_dict)
 from botnet.engine.config_validate import (
-    CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction, increasing_pair, one_of)
+    check_model_options, CANVAS_SIDE, Checked, Limits, Rule, above, at_least, auto_or, between, each, fraction,
+    increasing_pair, one_of, without)
 from botnet.engine.renamed_keys import UNCHANGED, Renamed
+from botnet.layers.attention import ATTN_IMPLS
 from botnet.tasks import DETECTION
 
 #: the feature pyramid's levels p2..p6: one anchor size each
@@ -45,8 +47,9 @@ class DetModelConfig(Checked):
         "mask_head_channels": each(at_least(1), nonempty=True), "mask_roi_size": at_least(1),
         "roi_sampling_ratio": at_least(0),
         "roi_align_impl": one_of("auto", "gather", "torchvision"), "detections_per_img": at_least(1),
-        "score_thresh": fraction(),
-        "options": lambda o: "must not hold img_size: the canvas, data.img_size" if "img_size" in o else None}
+        "attn_impl": one_of(*ATTN_IMPLS), "score_thresh": fraction(),
+        "options": lambda o: (without("attn_impl", "model.attn_impl")(o)
+                              or without("img_size", "data.img_size, the canvas")(o))}
     #: a registered backbone (``botnet models``): resnet*/botnet*
     name: str = "botnet50"
     #: Mask R-CNN (true) or Faster R-CNN (false)
@@ -62,6 +65,9 @@ class DetModelConfig(Checked):
     #: any other field of the backbone's config, e.g. {widths: [32, 64, 128, 256]}; its input
     #: size is the canvas (data.img_size)
     options: dict[str, Any] = field(default_factory=dict)
+    #: how the backbone's attention computes its relative term: auto, or a path (chunked, fold,
+    #: bias, flex; botnet.layers.attention.PATHS); the same result either way
+    attn_impl: str = "auto"
     fpn_channels: int = 256
     #: one anchor size per pyramid level p2..p6 (pixels on the canvas), or ``auto``: sizes, scales
     #: and aspect ratios fitted to the training boxes when training starts (botnet.detection.anchors)
@@ -86,6 +92,9 @@ class DetModelConfig(Checked):
     detections_per_img: int = 100
     score_thresh: float = 0.05
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_model_options(self.name, self.options)
 
 def detector_config(cfg: DetModelConfig | str | None = None, **changes: Any) -> DetModelConfig:
     """``cfg`` (a :class:`DetModelConfig`, a backbone name for the default config, or None: the

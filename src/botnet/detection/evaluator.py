@@ -42,7 +42,8 @@ def detections_to_coco(output: dict, image_id: int, label_to_cat: dict[int, int]
         size = tuple(int(v) for v in output[IMAGE_SIZE])
         rles = mask_rles(output["masks"].detach(), output["boxes"].detach(), size, mask_threshold)
     elif "masks" in output and len(boxes):
-        rles = encode_masks(output["masks"].detach().float().cpu()[:, 0] > mask_threshold)
+        masks = output["masks"].detach().cpu()[:, 0]
+        rles = encode_masks(masks if masks.dtype == torch.bool else masks > mask_threshold)
     results = []
     for i in range(len(scores)):
         r = {"image_id": int(image_id), "category_id": int(label_to_cat[int(labels[i])]),

@@ -71,7 +71,8 @@ def build_backbone(cfg: DetModelConfig, canvas: int = DetDataConfig.img_size) ->
     """
     from botnet.models import create_model
 
-    body = create_model(cfg.name, num_classes=0, norm_layer=_norm_layer(cfg.norm), img_size=canvas, **cfg.options)
+    body = create_model(cfg.name, num_classes=0, norm_layer=_norm_layer(cfg.norm), img_size=canvas,
+                        attn_impl=cfg.attn_impl, **cfg.options)
     body.load_report = None
     if cfg.backbone_weights is not None:
         from botnet.weights.pretrained import load_pretrained

@@ -77,8 +77,11 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
 def encode_masks(masks: torch.Tensor) -> list[dict]:
     """(N, H, W) bool masks -> their COCO run-length codes (``counts`` as text)."""
     height, width = masks.shape[-2:]
-    array = np.asfortranarray(masks.cpu().numpy().astype(np.uint8).transpose(1, 2, 0))
-    return [{"size": [height, width], "counts": rle["counts"].decode("ascii")} for rle in mask_utils.encode(array)]
+    rles = []
+    for mask in masks.cpu():  # one at a time: a uint8 copy of every mask at once is as large as them all
+        rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8))[:, :, None])[0]
+        rles.append({"size": [height, width], "counts": rle["counts"].decode("ascii")})
+    return rles
 
 
 def mask_rles(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> list[dict]:

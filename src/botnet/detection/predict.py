@@ -35,10 +35,11 @@ class Detections:
     masks: torch.Tensor | None
 
     def as_output(self) -> dict[str, torch.Tensor]:
-        """The detector's output dict (masks as (N, 1, H, W) 0 / 1) for drawing and COCO export."""
+        """The detector's output dict (masks as (N, 1, H, W) bool: a view, never a float copy of
+        image-sized masks) for drawing and COCO export."""
         out = {"boxes": self.boxes, "scores": self.scores, "labels": self.label_ids}
         if self.masks is not None:
-            out["masks"] = self.masks[:, None].float()
+            out["masks"] = self.masks[:, None]
         return out
 
 

@@ -14,7 +14,7 @@ from botnet.data.det_transforms import detection_train_transforms, parse_scale_r
 from botnet.detection.config import DetectionConfig
 from botnet.detection.evaluator import CocoEvaluator, to_float_image
 from botnet.detection.maskrcnn import build_maskrcnn
-from botnet.detection.masks import unpasted_masks
+from botnet.detection.masks import IMAGE_SIZE, unpasted_masks
 from botnet.engine import distributed as du
 from botnet.engine.config import to_dict
 from botnet.engine.task import Evaluation, Task
@@ -47,7 +47,11 @@ def load_val_dataset(cfg: DetectionConfig, images, ann, class_names: Sequence[st
     """An evaluation set; with ``class_names`` / ``cat_ids`` its categories must be those."""
     if not (images and ann):
         raise UserError("evaluation needs both an image folder and an instances file (--val-data and --val-ann)")
-    val = CocoDetection(images, ann, transforms=None, with_masks=False, keep_empty=True, strict=cfg.data.strict)
+    # the detector resizes the longer side to the canvas: a larger photo is read at that size (PIL's
+    # draft decodes a JPEG at a fraction of the work), never whole in float; detections are mapped
+    # back to the photo's own size (_at_photo_size)
+    val = CocoDetection(images, ann, transforms=None, with_masks=False, keep_empty=True, strict=cfg.data.strict,
+                        max_side=cfg.data.img_size)
     if class_names is not None:
         _check_categories(val, ann, class_names, cat_ids or list(range(1, len(class_names) + 1)))
     return val
@@ -71,6 +75,22 @@ def load_training_data(cfg: DetectionConfig) -> tuple[CocoDetection, CocoDetecti
     if d.val_images or d.val_ann:
         val = load_val_dataset(cfg, d.val_images, d.val_ann, train.class_names, train.cat_ids)
     return train, val
+
+
+def _at_photo_size(outputs: list[dict], images: list[torch.Tensor], targets: list[dict]) -> list[dict]:
+    """Detections on images read smaller than their photos (``max_side``) in the photos' pixels:
+    boxes scaled, and the small masks to be pasted at the photo's size."""
+    for out, image, target in zip(outputs, images, targets):
+        (h, w), (ih, iw) = target["orig_size"], image.shape[-2:]
+        if (ih, iw) == (h, w):
+            continue
+        scale = torch.tensor([w / iw, h / ih, w / iw, h / ih], device=out["boxes"].device)
+        out["boxes"] = out["boxes"] * scale
+        if IMAGE_SIZE in out:
+            out[IMAGE_SIZE] = (h, w)
+        elif "masks" in out:
+            raise ValueError("masks pasted at the reduced size; evaluate with unpasted_masks")
+    return outputs
 
 
 class DetectionTask(Task):
@@ -158,7 +178,7 @@ class DetectionTask(Task):
                 continue
             with unpasted_masks(model):  # pasted one at a time into run-length codes
                 outputs = model(images)
-            evaluator.update(outputs, [t["image_id"] for t in targets])
+            evaluator.update(_at_photo_size(outputs, images, targets), [t["image_id"] for t in targets])
         evaluator.gather()
         metrics, details = evaluator.summary()
         metrics["num_images"] = len(evaluator.image_ids)
@@ -166,6 +186,9 @@ class DetectionTask(Task):
 
     def metadata(self) -> dict[str, Any]:
         return {"task": self.name, "class_names": list(self.class_names), "cat_ids": list(self.cat_ids),
-                "canvas": self.cfg.data.img_size, "detector": to_dict(self.cfg.model)}
+                "canvas": self.cfg.data.img_size, "detector": self._description()}
 
-
+    def _description(self) -> dict[str, Any]:
+        # the model section without attn_impl: a run-time choice, not saved (nor is it in a
+        # classifier's ModelConfig)
+        return {k: v for k, v in to_dict(self.cfg.model).items() if k != "attn_impl"}

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from torchvision.utils import draw_bounding_boxes
 
 from botnet.io import atomic_path
 
@@ -37,16 +37,30 @@ def draw_detections(image: torch.Tensor, output: dict, class_names: Sequence[str
         canvas = canvas[0].round().clamp(0, 255).to(torch.uint8)
     colours = [class_colour(label) for label in labels]
     if "masks" in output and keep.any():
-        probs = output["masks"][keep].float().cpu()
-        if factor > 1:
-            probs = F.interpolate(probs, scale_factor=factor, mode="bilinear", align_corners=False)
-        masks = probs[:, 0] > mask_threshold
-        canvas = draw_segmentation_masks(canvas, masks, alpha=0.45, colors=colours)
+        masks = output["masks"] if bool(keep.all()) else output["masks"][keep]
+        if factor > 1:  # a small picture: float masks of its enlarged size are small too
+            masks = F.interpolate(masks.cpu().float(), scale_factor=factor, mode="bilinear", align_corners=False)
+        canvas = paint_masks(canvas, masks[:, 0], colours, mask_threshold)
     if len(boxes):
         names = [f"{class_names[label - 1] if 0 < label <= len(class_names) else label} {s:.2f}"
                  for label, s in zip(labels, scores)]
         canvas = draw_bounding_boxes(canvas, boxes, labels=names, colors=colours, width=2)
     return canvas
+
+
+def paint_masks(image: torch.Tensor, masks: torch.Tensor, colours: Sequence[tuple[int, int, int]],
+                threshold: float = 0.5, alpha: float = 0.45) -> torch.Tensor:
+    """``image`` (3, H, W) uint8 with each mask (bool, or probabilities above ``threshold``) blended
+    in its colour, one mask at a time: the work and memory follow the masks' pixels, where
+    torchvision's ``draw_segmentation_masks`` sums the whole stack as int64 (100 masks of a
+    12-megapixel photo: 9.6 GB)."""
+    out = image.clone()
+    for mask, colour in zip(masks, colours):
+        mask = mask.cpu() if mask.dtype == torch.bool else mask.cpu() > threshold
+        ys, xs = mask.nonzero(as_tuple=True)
+        blended = out[:, ys, xs].float() * (1 - alpha) + torch.tensor(colour, dtype=torch.float32)[:, None] * alpha
+        out[:, ys, xs] = blended.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:

@@ -37,6 +37,7 @@ from botnet.engine.evaluate import autocast, resolve_amp
 from botnet.engine.task import Task
 from botnet.errors import UserError
 from botnet.io import write_json
+from botnet.limits import between, is_number
 
 #: fp32 is chosen only when its step is faster than bf16's by more than this factor (bf16 is the
 #: rule's choice on these CPUs, and halves the activations' memory)
@@ -46,8 +47,8 @@ FP32_MARGIN = 1.25
 ROUNDS = 3
 #: seconds after which no further round starts once every precision has a timed step
 BUDGET_S = 30.0
-#: a first step this long (seconds) in every precision counts as it is: kernel set-up is lost in it
-#: (a large model on a small CPU: BoTNet-50 at 1024, batch 8, took 34 s in bf16 on 2 AMD EPYC cores)
+#: a first step this long (seconds) in every precision counts as it is: kernel set-up is lost in it,
+#: and a large model on a small CPU could not afford a second round (docs/training.md has the figures)
 LONG_STEP_S = 3.0
 
 
@@ -123,6 +124,14 @@ def _read_cache(path: Path) -> dict[str, Any]:
         return {}  # none yet, or unreadable: measure again
 
 
+def _usable_entry(entry: Any) -> bool:
+    """A cache entry as this module writes it: a choice and two step times; anything else (an
+    older format, a hand edit) is measured again and rewritten."""
+    step = between(0, lo_open=True)
+    return (isinstance(entry, dict) and entry.get("amp") in ("bf16", "fp32")
+            and all(is_number(entry.get(k)) and not step(entry[k]) for k in ("bf16", "fp32")))
+
+
 def choose_training_amp(task: Task, model: nn.Module, dataset, cfg: TrainConfig,
                         device: torch.device) -> tuple[str, str]:
     """The precision of a run's training steps and a note for its log: ``cfg.amp.dtype`` as set,
@@ -136,7 +145,7 @@ def choose_training_amp(task: Task, model: nn.Module, dataset, cfg: TrainConfig,
     path, key = cache_path(), cache_key(task, cfg)
     cache = _read_cache(path)
     known = cache.get(key)
-    if isinstance(known, dict) and known.get("amp") in ("bf16", "fp32"):
+    if _usable_entry(known):
         choice, times, how = known["amp"], known, f"measured earlier, {path}"
     else:
         if du.rank() == 0:  # a large model's steps on a small CPU take a while: say what is happening

@@ -25,12 +25,15 @@ from typing import Any, ClassVar, Iterable, TypeVar
 
 import yaml
 
+from botnet import reading
 # from_dict / to_dict live with the checks and are used from here by the tasks
 from botnet.engine.config_validate import (  # noqa: F401
-    Checked, Limits, above, at_least, each, fraction, from_dict, one_of, to_dict)
-from botnet.engine.renamed_keys import SYNC_BN, Renamed, is_old_key, set_old_key, upgrade
-from botnet.errors import UserError
+    Checked, Limits, above, at_least, between, each, fraction, from_dict, one_of, to_dict)
+from botnet.engine.renamed_keys import SYNC_BN, Renamed, upgrade, with_old_overrides
+from botnet.engine.run_log import mlflow_installed
+from botnet.errors import UserError, did_you_mean
 from botnet.io import write_text
+from botnet.reading import load_yaml
 
 C = TypeVar("C")
 
@@ -40,7 +43,7 @@ class TrainLoopConfig(Checked):
     limits: ClassVar[Limits] = {
         "epochs": at_least(1), "batch_size": at_least(1), "accum_steps": at_least(1),
         "clip_grad_norm": at_least(0), "device": one_of("auto", "cpu", "cuda"), "workers": at_least(0),
-        "stop_after_steps": at_least(1)}
+        "stop_after_steps": at_least(1), "seed": between(0, 2**32 - 1)}
     epochs: int = 100
     #: images per process and per micro-batch; the global batch is batch_size * world * accum_steps
     batch_size: int = 64
@@ -127,10 +130,13 @@ class CheckpointConfig(Checked):
 
 @dataclass
 class LogConfig(Checked):
-    limits: ClassVar[Limits] = {"every_steps": at_least(1), "progress": one_of("auto", "always", "never")}
-    #: one metrics.csv row (and TensorBoard point) every N optimizer steps
+    limits: ClassVar[Limits] = {"every_steps": at_least(1), "progress": one_of("auto", "always", "never"),
+                                "mlflow": mlflow_installed}
+    #: a console line and metrics.csv row every N optimizer steps (more often in short runs, and every 30 s)
     every_steps: int = 20
     tensorboard: bool = True
+    #: also log to an MLflow file store in RUN/mlruns (no server; needs the mlflow package)
+    mlflow: bool = False
     plot: bool = True
     #: progress bar: auto (only on a terminal) | always | never
     progress: str = "auto"
@@ -192,11 +198,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise UserError(f"override {text!r}: expected KEY=VALUE, e.g. optim.lr=0.1")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise UserError(f"override {text!r}: cannot parse the value: {e}") from None
+    value = load_yaml(raw, f"override {text!r}") if raw.strip() else None
     return key.strip().split("."), value
+
+
+def _dotted_keys(data: dict, prefix: str = "") -> list[str]:
+    return [k for name, v in data.items()
+            for k in (_dotted_keys(v, f"{prefix}{name}.") if isinstance(v, dict) and v else [prefix + name])]
 
 
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
@@ -206,22 +214,19 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         node = data
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
-                raise UserError(f"override {text!r}: {part!r} is not a config section")
+                raise UserError(f"override {text!r}: {part!r} is not a config section{did_you_mean('.'.join(path), _dotted_keys(data))}")
             node = node[part]
         if path[-1] not in node:
-            raise UserError(f"override {text!r}: unknown key {'.'.join(path)!r}")
+            raise UserError(f"override {text!r}: unknown key {'.'.join(path)!r}{did_you_mean('.'.join(path), _dotted_keys(data))}")
         node[path[-1]] = value
     return data
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    data = reading.read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -233,7 +238,7 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     """A recipe file: a path, or the name of a recipe shipped in ``botnet/configs`` (with or
     without ``.yaml``)."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists():  # a FIFO or a folder too: read_yaml says what it is
         return path
     shipped = Path(__file__).resolve().parent.parent / "configs"
     for candidate in (shipped / path.name, shipped / f"{path.name}.yaml"):
@@ -250,8 +255,7 @@ def load_config(
     warn: bool = True,
 ) -> C:
     """Resolve a config: ``cls`` defaults, then ``base`` (a dict), then the recipe file, then the
-    overrides. Every layer may give only the keys it changes; an old key moves to its new one
-    (``cls.renamed``) with a line on stderr unless ``warn`` is false."""
+    overrides. Every layer may give only the keys it changes; old keys move (``cls.renamed``)."""
     renamed = getattr(cls, "renamed", ())
     data = to_dict(cls())
     if base:
@@ -268,11 +272,8 @@ def load_config(
             from_dict(cls, data)
         except UserError as e:
             raise UserError(f"{file_path}: {e}") from None
-    overrides = list(overrides)
-    data = apply_overrides(data, [o for o in overrides if not is_old_key(renamed, o)])
-    for text in (o for o in overrides if is_old_key(renamed, o)):
-        data = set_old_key(data, *parse_override(text))
-    return from_dict(cls, upgrade(renamed, data, warn))
+    data, overrides = with_old_overrides(renamed, data, overrides, parse_override)
+    return from_dict(cls, upgrade(renamed, apply_overrides(data, overrides), warn))
 
 
 def resolve_run_config(

@@ -18,22 +18,22 @@ with a message that names the key: ``config: log.every_steps=0: must be at least
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
-from typing import Any, Callable, ClassVar, Dict, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 from botnet.errors import UserError
+# the range rules live in botnet.limits (one home for every bound); imported here too, where the
+# config sections and the flags find them
+from botnet.limits import (
+    CANVAS_SIDE, IMAGE_SIDE, MAX_IMAGE_SIDE, NUM_CLASSES, Limits, Rule, above, at_least, auto_or, between, each,
+    fraction, increasing_pair, one_of, without)
 
 C = TypeVar("C")
-#: a rule takes a value and says what is wrong with it (None: nothing)
-Rule = Callable[[Any], "str | None"]
-Limits = Dict[str, Rule]
-
-#: the largest image side / detection canvas accepted; the paper's largest inputs are 1280 pixels
-#: (arXiv 2101.11605, Table 3), and attention memory grows with the fourth power of the side
-MAX_IMAGE_SIDE = 4096
-
+__all__ = ["CANVAS_SIDE", "IMAGE_SIDE", "MAX_IMAGE_SIDE", "NUM_CLASSES", "Limits", "Rule", "above", "at_least",
+           "auto_or", "between", "each", "fraction", "increasing_pair", "one_of", "without", "ConfigValueError", "flag_type",
+           "positive_int", "num_classes_int", "count_int", "image_side", "canvas_side", "fraction_float", "Checked",
+           "to_dict", "from_dict", "check_model_options"]
 
 class ConfigValueError(UserError):
     """A config value outside its range; ``key`` is the dotted key, ``reason`` what is expected."""
@@ -41,104 +41,6 @@ class ConfigValueError(UserError):
     def __init__(self, key: str, value: Any, reason: str):
         self.key, self.value, self.reason = key, value, reason
         super().__init__(f"config: {key}={value!r}: {reason}")
-
-
-# -- rules -----------------------------------------------------------------------------------------
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-            hi_open: bool = False) -> Rule:
-    """A finite number in [lo, hi] (``lo_open`` / ``hi_open``: the bound itself excluded);
-    None passes (a field that may be unset)."""
-    parts = []
-    if lo is not None:
-        parts.append(f"{'above' if lo_open else 'at least'} {lo:g}")
-    if hi is not None:
-        parts.append(f"{'below' if hi_open else 'at most'} {hi:g}")
-    expected = "must be " + (" and ".join(parts) if parts else "a finite number")
-
-    def rule(v: Any) -> str | None:
-        if v is None:
-            return None
-        if not _is_number(v) or not math.isfinite(v):
-            return "must be a finite number"
-        if lo is not None and (v < lo or (lo_open and v == lo)):
-            return expected
-        if hi is not None and (v > hi or (hi_open and v == hi)):
-            return expected
-        return None
-
-    return rule
-
-
-def at_least(lo: float) -> Rule:
-    return between(lo)
-
-
-def above(lo: float) -> Rule:
-    return between(lo, lo_open=True)
-
-
-def fraction(*, lo_open: bool = False, hi_open: bool = False) -> Rule:
-    """A number in [0, 1] (a probability, a rate, a ratio)."""
-    return between(0, 1, lo_open=lo_open, hi_open=hi_open)
-
-
-def one_of(*choices: str) -> Rule:
-    def rule(v: Any) -> str | None:
-        return None if v in choices else f"must be one of {', '.join(choices)}"
-
-    return rule
-
-
-def each(item: Rule, *, nonempty: bool = False) -> Rule:
-    """Every element of a list / tuple passes ``item``."""
-
-    def rule(v: Any) -> str | None:
-        if v is None:
-            return None
-        if nonempty and not v:
-            return "must not be empty"
-        for i, x in enumerate(v):
-            why = item(x)
-            if why:
-                return f"element {i} ({x!r}) {why}"
-        return None
-
-    return rule
-
-
-def auto_or(rule: Rule) -> Rule:
-    """The string ``"auto"`` (resolved later, from the data) or a value that passes ``rule``."""
-
-    def check(v: Any) -> str | None:
-        if isinstance(v, str):
-            return None if v == "auto" else "must be auto or a list"
-        return rule(v)
-
-    return check
-
-
-def increasing_pair(item: Rule) -> Rule:
-    """A (low, high) pair: both pass ``item`` and low <= high."""
-    check = each(item)
-
-    def rule(v: Any) -> str | None:
-        why = check(v)
-        if why:
-            return why
-        return None if v[0] <= v[1] else "must be [low, high] with low <= high"
-
-    return rule
-
-
-IMAGE_SIDE = between(1, MAX_IMAGE_SIDE)
-#: a detection canvas is at least one stride of the backbone's last stage (32 pixels)
-CANVAS_SIDE = between(32, MAX_IMAGE_SIDE)
 
 
 # -- command-line flags -----------------------------------------------------------------------------
@@ -165,6 +67,7 @@ def flag_type(kind: type, rule: Rule) -> Callable[[str], Any]:
 
 
 positive_int = flag_type(int, at_least(1))
+num_classes_int = flag_type(int, NUM_CLASSES)
 count_int = flag_type(int, at_least(0))
 image_side = flag_type(int, IMAGE_SIDE)
 canvas_side = flag_type(int, CANVAS_SIDE)
@@ -185,6 +88,27 @@ class Checked:
             why = rule(value)
             if why:
                 raise ConfigValueError(name, value, why)
+
+
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse ``model.options`` that do not make a valid description of model ``name`` (a field
+    out of range, over the size budget: :func:`botnet.limits.check_model`) when the config is
+    built; an unknown name is left to the place that makes the model, which lists the known ones."""
+    from botnet.limits import ModelOptionError
+    from botnet.models import get_model_config
+
+    try:
+        base = get_model_config(name)
+    except UserError:
+        return
+    try:
+        base.replace(**options)
+    except ModelOptionError as e:
+        raise ConfigValueError(f"options.{e.field}", e.value, e.reason) from None
+    except UserError as e:
+        raise ConfigValueError("options", options, str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigValueError("options", options, f"not a model description ({e})") from None
 
 
 # -- dict <-> dataclass ------------------------------------------------------------------------------
@@ -221,7 +145,7 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
     try:
         return cls(**kwargs)
     except ConfigValueError as e:
-        if e.key in names:  # raised by this section itself: give the full dotted key
+        if e.key.split(".")[0] in names:  # raised by this section itself: give the full dotted key
             raise ConfigValueError(_join(where, e.key), e.value, e.reason) from None
         raise
 

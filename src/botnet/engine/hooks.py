@@ -88,53 +88,81 @@ class EmaHook(Hook):
 
 
 class LogHook(Hook):
-    """Mean losses, learning rate and throughput over a window of steps: one metrics.csv row every
-    ``every_steps`` steps, and a console line (step / total, epoch, loss, lr, images/s, ETA, peak
-    CUDA memory) at least every ``every_seconds`` seconds, so that a log file is never silent for
-    long (the progress bar only shows on a terminal)."""
+    """Mean losses, learning rate and throughput over a window of steps, as a console line (step /
+    total, epoch, loss, lr, images/s, ETA, peak CUDA memory) and a metrics.csv / TensorBoard row at
+    the same moments: every ``every_steps`` steps (more often in a run too short for
+    :data:`MIN_ROWS` rows) and whenever ``every_seconds`` passed without one, so that neither a log
+    file nor the curves are ever sparse (the progress bar only shows on a terminal).
+
+    When the throughput falls under :data:`SLOW_FRACTION` of the run's own early rate (another job
+    sharing the CPU, usually), one line says so and names the settings that help."""
 
     state_key = "window"
     #: steps timed before the first estimate of the run's duration
     ESTIMATE_AFTER = 5
+    #: a run has at least this many rows (when it has as many steps)
+    MIN_ROWS = 10
+    #: a window slower than this fraction of the early rate is reported (once per invocation)
+    SLOW_FRACTION = 1 / 3
 
     def __init__(self, every_steps: int, every_seconds: float = 30.0):
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.window = self._empty()
         self.last_row: dict[str, float] = {}
         self._last_line = time.monotonic()
-        self._session = {"steps": 0, "seconds": 0.0}  # this invocation's pace, for the ETA
+        # this invocation's pace, for the ETA and the early rate the later windows are held to
+        self._session = {"steps": 0, "seconds": 0.0, "images": 0}
+        self._early_rate: float | None = None
+        self._warned_slow = False
 
     @staticmethod
     def _empty() -> dict[str, Any]:
         return {"steps": 0, "images": 0, "seconds": 0.0, "sums": {}}
 
+    def interval(self, trainer) -> int:
+        return max(1, min(self.every_steps, math.ceil(trainer.total_steps / self.MIN_ROWS)))
+
     def after_step(self, trainer, result) -> None:
-        w = self.window
+        w, session = self.window, self._session
         w["steps"] += 1
         w["images"] += result.images
         w["seconds"] += result.seconds
         for k, v in result.losses.items():
             w["sums"][k] = w["sums"].get(k, 0.0) + v
-        self._session["steps"] += 1
-        self._session["seconds"] += result.seconds
+        session["steps"] += 1
+        session["seconds"] += result.seconds
+        session["images"] += result.images
         rate = w["images"] / max(w["seconds"], 1e-9)
         trainer.log.step(1, loss=result.losses["loss"], img_s=rate)
         now = time.monotonic()
-        if self._session["steps"] == self.ESTIMATE_AFTER and trainer.step < trainer.total_steps:
-            # early, so that a user knows what the run will take before waiting for it
-            per_step = self._session["seconds"] / self._session["steps"]
-            trainer.log.message(f"{per_step:.2f} s per step over the first {self.ESTIMATE_AFTER} steps: the remaining "
-                                f"{trainer.total_steps - trainer.step} steps take about "
-                                f"{duration(per_step * (trainer.total_steps - trainer.step))} (evaluations not included)")
-        if now - self._last_line >= self.every_seconds or trainer.step % self.every_steps == 0:
+        if session["steps"] == self.ESTIMATE_AFTER:
+            self._early_rate = session["images"] / max(session["seconds"], 1e-9)
+            if trainer.step < trainer.total_steps:
+                # early, so that a user knows what the run will take before waiting for it
+                per_step = session["seconds"] / session["steps"]
+                trainer.log.message(f"{per_step:.2f} s per step over the first {self.ESTIMATE_AFTER} steps: the remaining "
+                                    f"{trainer.total_steps - trainer.step} steps take about "
+                                    f"{duration(per_step * (trainer.total_steps - trainer.step))} (evaluations not included)")
+        if (now - self._last_line >= self.every_seconds or trainer.step % self.interval(trainer) == 0
+                or trainer.step == trainer.total_steps):
             self._last_line = now
             trainer.log.message(self._line(trainer, result, rate))
-        if trainer.step % self.every_steps == 0 or trainer.step == trainer.total_steps:
             mean = {k: s / w["steps"] for k, s in w["sums"].items()}
             row = {"loss": mean.pop("loss"), "lr": result.lr, "throughput": rate, **mean}
             trainer.log.log_train(trainer.step, trainer.step / trainer.steps_per_epoch, row)
             self.last_row = row
+            self._check_pace(trainer, rate, w["steps"])
             self.window = self._empty()
+
+    def _check_pace(self, trainer, rate: float, steps: int) -> None:
+        early = self._early_rate
+        if self._warned_slow or early is None or steps < 2 or rate >= early * self.SLOW_FRACTION:
+            return
+        self._warned_slow = True
+        trainer.log.message(
+            f"throughput fell to {rate:.2f} img/s, under a third of this run's early {early:.2f} img/s: another job "
+            "is likely sharing the CPU. Fewer threads and processes help: OMP_NUM_THREADS=1 (torch's threads) and "
+            "--workers 0 (train.workers, the loader processes); see docs/training.md")
 
     def _line(self, trainer, result: StepResult, rate: float) -> str:
         per_step = self._session["seconds"] / max(self._session["steps"], 1)

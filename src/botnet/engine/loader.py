@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from botnet.engine.threads import capped_workers
+
 
 class ResumableSampler(Sampler):
     """A ``DistributedSampler`` (seeded shuffle, ``drop_last``) that yields ``(index, epoch)``
@@ -54,7 +56,8 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
         # only the CPU generator is saved, seeded and restored: torch.random.fork_rng / torch.manual_seed
-        # also queue a (lazy) seeding of every accelerator backend, which cost about 1 ms per sample
+        # also queue a (lazy) seeding of every accelerator backend, a cost paid on every sample
+        # (BENCHMARKS.md, "Figures once quoted in code comments")
         state = torch.get_rng_state()
         # large prime multipliers keep (seed, epoch, index) triples from colliding
         torch.default_generator.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_000_007 + index) % 2**63)
@@ -85,9 +88,9 @@ def _generator(seed: int) -> torch.Generator:
 def usable_workers(requested: int) -> int:
     """``requested`` loading processes, at most as many as the CPUs this process may run on (more
     only compete for the same cores, and torch warns on every run). Augmentations are seeded per
-    sample, so the count changes no result."""
+    sample, so the count changes no result. The CPU setting (:mod:`botnet.engine.threads`) may cap it lower."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(requested, available))
+    return max(0, min(capped_workers(requested), available))
 
 
 def train_loader(dataset: Dataset, batch_size: int, *, rank: int, world_size: int, seed: int, workers: int,

@@ -67,15 +67,19 @@ def upgrade(renamed: Iterable[Renamed], data: dict, warn: bool = True) -> dict:
     return data
 
 
-def is_old_key(renamed: Iterable[Renamed], override: str) -> bool:
-    return override.partition("=")[0].strip() in {r.old for r in renamed}
-
-
-def set_old_key(data: dict, path: list[str], value: Any) -> dict:
-    """``data`` with an old key set from an override, for :func:`upgrade` to move."""
-    data = copy.deepcopy(data)
-    _parent(data, ".".join(path), create=True)[path[-1]] = value
-    return data
+def with_old_overrides(renamed: Iterable[Renamed], data: dict, overrides: Iterable[str],
+                       parse: Callable[[str], tuple[list[str], Any]]) -> tuple[dict, list[str]]:
+    """``data`` with the overrides of old keys set, for :func:`upgrade` to move (``parse``: an
+    override's dotted path and value), and the other overrides."""
+    old = {r.old for r in renamed}
+    data, rest = copy.deepcopy(data), []
+    for text in overrides:
+        if text.partition("=")[0].strip() not in old:
+            rest.append(text)
+            continue
+        path, value = parse(text)
+        _parent(data, ".".join(path), create=True)[path[-1]] = value
+    return data, rest
 
 
 def _sync_bn(on: bool, data: dict) -> Any:

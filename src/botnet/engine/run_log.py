@@ -10,9 +10,12 @@ appears later (the first evaluation) is added to every row.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +41,60 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def mlflow_installed(on: bool) -> str | None:
+    """The config rule of ``log.mlflow``: on only where mlflow can be imported."""
+    if on and importlib.util.find_spec("mlflow") is None:
+        return 'needs the mlflow package: pip install "botnet[mlflow]" (or mlflow-skinny)'
+    return None
+
+
+class MlflowLog:
+    """The run's metrics in MLflow's local file store, ``RUN/mlruns`` (no server; ``mlflow ui
+    --backend-store-uri RUN/mlruns`` shows it): the config as parameters, training and validation
+    rows as metrics by step. A resumed run continues its MLflow run. mlflow is imported only here."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any], resumed: bool):
+        from mlflow.tracking import MlflowClient
+
+        # MLflow 3 keeps the file store (no server, no database package) behind this opt-in
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+        found = self.client.get_experiment_by_name("botnet")
+        experiment = found.experiment_id if found else self.client.create_experiment("botnet")
+        earlier = self.client.search_runs([experiment], max_results=1, order_by=["attributes.start_time DESC"])
+        if resumed and earlier:
+            self.run_id = earlier[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            self.run_id = self.client.create_run(experiment, run_name=run_dir.resolve().name).info.run_id
+            flat = _flatten(params)
+            for key in sorted(flat):  # MLflow caps a value at 6000 characters
+                self.client.log_param(self.run_id, key, str(flat[key])[:6000])
+
+    def log(self, prefix: str, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"{prefix}/{k}", float(v), now, step) for k, v in values.items()
+                   if isinstance(v, (int, float)) and math.isfinite(v)]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def close(self, finished: bool) -> None:
+        self.client.set_terminated(self.run_id, status="FINISHED" if finished else "KILLED")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 class RunLog:
     def __init__(self, run_dir: str | Path, total_steps: int, start_step: int = 0, *, tensorboard: bool = True,
-                 plot: bool = True, progress: str = "auto", prior_csv: str | Path | None = None):
+                 plot: bool = True, progress: str = "auto", prior_csv: str | Path | None = None,
+                 mlflow_params: dict[str, Any] | bool | None = None):
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
         self.plot = plot
@@ -55,6 +109,8 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        # beside TensorBoard when log.mlflow is on (a dict: the config, logged as its parameters)
+        self.mlflow = MlflowLog(self.run_dir, dict(mlflow_params), start_step > 0) if mlflow_params else None
         self.interactive = progress == "always" or (progress == "auto" and sys.stderr.isatty())
         self.bar = None
         if self.interactive:
@@ -76,6 +132,8 @@ class RunLog:
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(f"train/{k}", v, step)
+        if self.mlflow is not None:
+            self.mlflow.log("train", step, values)
 
     def log_eval(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         row = {"kind": "eval", "step": step, "epoch": round(epoch, 4), **{f"val_{k}": v for k, v in metrics.items()}}
@@ -83,6 +141,8 @@ class RunLog:
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(f"val/{k}", v, step)
+        if self.mlflow is not None:
+            self.mlflow.log("val", step, metrics)
         self.message(f"step {step} (epoch {epoch:.2f}) eval: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     def message(self, text: str) -> None:
@@ -110,9 +170,12 @@ class RunLog:
         write_json(self.run_dir / "metrics.json", summary)
         if self.plot:
             plot_curves(self.rows, self.run_dir / "curves.png")
-        self.close()
+        self.close(finished=bool(summary.get("finished")))
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        if self.mlflow is not None:
+            self.mlflow.close(finished)
+            self.mlflow = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None

@@ -33,6 +33,7 @@ from botnet.engine.parts import TrainParts, build_parts, seed_all
 from botnet.engine.run_dir import finished_summary, hold_run_dir
 from botnet.engine.run_log import NullRunLog, RunLog
 from botnet.engine.task import Task
+from botnet.engine.threads import apply_cpu_setting, cpu_setting
 from botnet.errors import UserError
 from botnet.weights import save_weights
 
@@ -48,6 +49,7 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | os.PathLike, resume: str 
     a run folder) if given. ``hooks`` run after the default ones (:func:`default_hooks`). Returns
     the final summary (also written to ``metrics.json``)."""
     device = du.select_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
+    apply_cpu_setting(cpu_setting())
     info = du.setup(cfg.dist.backend, device)
     try:
         resume_from = ckpt.resolve_resume(resume) if resume is not None else None
@@ -114,7 +116,8 @@ class Trainer:
             save_config(saved, self.out_dir / "config.yaml")
             prior = ckpt.run_dir_of(self.resume_from) / "metrics.csv" if self.resume_from else None
             self.log = RunLog(self.out_dir, self.total_steps, self.step, tensorboard=cfg.log.tensorboard,
-                              plot=cfg.log.plot, progress=cfg.log.progress, prior_csv=prior)
+                              plot=cfg.log.plot, progress=cfg.log.progress, prior_csv=prior,
+                              mlflow_params=cfg.log.mlflow and to_dict(cfg))
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -13,6 +13,15 @@ Maths (arXiv 2101.11605, section 3 and figure 4):
 weighted sum of v, heads concatenated. No output projection, no dropout. q is scaled before both
 terms. ``scale_pos_embed=False`` leaves the position term unscaled (``d^-0.5 q.k + q.R``), as
 timm's ``BottleneckAttn`` does by default: an option for its weights, not the paper's function.
+
+``pos_enc`` selects the paper's position-encoding ablation (section 6, the 36-epoch table):
+``None`` qk only, ``"relative_only"`` qr only (relative logits, no content logits q.k: k is
+computed but unused), ``"relative"`` qk + qr relative (the BoTNet), ``"absolute"`` qk + qr absolute.
+
+``attn_impl`` selects how the relative term is computed, by name from :data:`PATHS` (each path
+lives in its module; all compute one function), or ``"auto"``: a choice per call by device,
+dtype, gradients and map size (:meth:`MHSA2d.choose_path`). The other encodings have one path,
+"plain" (fused SDPA).
 """
 from __future__ import annotations
 
@@ -20,33 +29,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from botnet.layers.chunked_attention import chunked_relative_attention
-from botnet.layers.flex_attention import (
-    flex_available,
-    flex_relative_attention,
-    flex_relative_attention_cpu,
-    position_products,
-)
-from botnet.layers.pos_embed import (
-    expand_rel_table,
-    key_position_onehots,
-    rel_table_for_length,
-    relative_bias_2d,
-    relative_logits_2d,
-    resize_abs_table,
-)
+from botnet.layers import chunked_attention, flex_attention, sdpa_attention
+from botnet.layers.flex_attention import flex_available
+from botnet.layers.pos_embed import relative_bias_2d, relative_logits_2d
 
-POS_ENCODINGS = ("relative", "absolute", None)
-#: How the relative term is computed:
-#: "chunked" a group of heads and a block of queries at a time with the position logits as a
-#: broadcast bias of the block (``chunked_attention``; no N x N tensor, every matmul at head dim d);
-#: "fold" appends per-query position logits to q and one-hot key positions to k, one fused
-#: ``F.scaled_dot_product_attention`` call (no N x N bias; head dim d + H + W);
-#: "bias" builds the (B, heads, N, N) additive bias and passes it as ``attn_mask``;
-#: "flex" runs PyTorch's FlexAttention with the position logits added by a ``score_mod``
-#: (``flex_attention``; no N x N tensor, head dim d; compiled once per shape family);
-#: "auto" picks per call (see ``MHSA2d._pick_impl``; the figures are in BENCHMARKS.md).
-ATTN_IMPLS = ("auto", "chunked", "fold", "bias", "flex")
+#: the paper's four position encodings (see the module docstring)
+POS_ENCODINGS = ("relative", "absolute", None, "relative_only")
+#: the encodings with relative tables, computed by the paths a user chooses with ``attn_impl``
+RELATIVE_ENCODINGS = ("relative", "relative_only")
+#: every path by name: ``(layer, (B, N, 3 * heads * d) projection, (H, W)) -> (B, N, heads, d)``.
+#: "chunked": a group of heads and a block of queries at a time, the position logits a broadcast
+#: bias of the block (no N x N tensor, every matmul at head dim d; a hand-written backward);
+#: "fold": per-query position logits appended to q, one-hot key positions to k, one fused SDPA
+#: call (no N x N bias; head dim d + H + W); "bias": the (B, heads, N, N) additive bias as SDPA's
+#: ``attn_mask``; "flex": PyTorch's FlexAttention with the position logits added by a
+#: ``score_mod`` (no N x N tensor, head dim d; compiled once per shape family); "plain": fused SDPA
+#: for the encodings without a relative term.
+PATHS = {
+    "chunked": chunked_attention.attend,
+    "fold": sdpa_attention.fold,
+    "bias": sdpa_attention.bias,
+    "flex": flex_attention.attend,
+    "plain": sdpa_attention.plain,
+}
+#: the values of ``attn_impl``: the paths of the relative term, or "auto"
+ATTN_IMPLS = ("auto", *(name for name in PATHS if name != "plain"))
 
 #: CUDA: the largest head dim of the flash kernels. Past it SDPA falls back to a kernel that holds
 #: the N x N scores, so the fold (head dim d + H + W) is only picked within it.
@@ -82,28 +89,16 @@ def _cpu_has_amx() -> bool:
         return False
 
 
-#: whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids); read once, at import
+#: whether this CPU has AMX tiles (bf16 matrix units); read once, at import
 CPU_HAS_AMX = _cpu_has_amx()
-#: CPU choice of "auto": (AMX, bf16, training) -> path, the fastest measured (BENCHMARKS.md,
-#: "FlexAttention path and the CPU rule"). Without AMX (AMD EPYC, AVX2) the chunked path is the
-#: fastest in every cell. On a Xeon with AMX (2 cores, ``attention_layer.py --quick``, ms, ours /
-#: fold / plain SDPA): training fp32 382 / 391 / 304, bf16 243 / 227 / 179; inference fp32
-#: 155 / 171 / 116, bf16 71 / 62 / 43: the faster of the two in each cell. Flex is not taken on a
-#: CPU: it was not measured on AMX, and its kernel is compiled for each map size (12 s for the
-#: first, 3.7 to 4.6 s for each further one, against 9-16 ms for the layer, on a 2-core AMD
-#: EPYC: ``benchmarks/flex_compile.py``), which inference over photos of many sizes would pay
-#: again and again.
-CPU_RULE = {
-    (False, False, True): "chunked", (False, True, True): "chunked",
-    (False, False, False): "chunked", (False, True, False): "chunked",
-    (True, False, True): "chunked", (True, True, True): "fold",
-    (True, False, False): "chunked", (True, True, False): "fold",
-}
 
 
-def cpu_attn_impl(has_amx: bool, bf16: bool, training: bool) -> str:
-    """The CPU choice of "auto" (see ``CPU_RULE``)."""
-    return CPU_RULE[(bool(has_amx), bool(bf16), bool(training))]
+def cpu_attn_impl(has_amx: bool, bf16: bool) -> str:
+    """The CPU choice of "auto": the fold where AMX runs the fused kernel's bf16 matmuls, else the
+    chunked path (the faster of the two in each case measured; BENCHMARKS.md, "The CPU choice of
+    auto"). Never flex on a CPU: its kernel is compiled anew for each map size, which inference
+    over images of many sizes would pay again and again."""
+    return "fold" if has_amx and bf16 else "chunked"
 
 
 def _pair(size) -> tuple[int, int]:
@@ -146,10 +141,12 @@ class MHSA2d(nn.Module):
         self.feat_size = _pair(feat_size) if feat_size is not None else None
         self.scale = dim_head**-0.5
         self.scale_pos_embed = scale_pos_embed
+        #: the factor of the content logits q.k: d^-0.5, or 0 for the qr-only ablation
+        self.qk_scale = 0.0 if pos_enc == "relative_only" else self.scale
         #: the factor of the position logits: the content term's (the paper) or 1 (timm's default)
         self.pos_scale = self.scale if scale_pos_embed else 1.0
         self.qkv = nn.Conv2d(dim, 3 * self.out_dim, 1, bias=qkv_bias)
-        if pos_enc == "relative":
+        if pos_enc in RELATIVE_ENCODINGS:
             hr, wr = self.feat_size
             self.rel_h = nn.Parameter(torch.empty(2 * hr - 1, dim_head))
             self.rel_w = nn.Parameter(torch.empty(2 * wr - 1, dim_head))
@@ -174,7 +171,8 @@ class MHSA2d(nn.Module):
                 f"feat_size={self.feat_size}, attn_impl={self.attn_impl!r}"
                 + ("" if self.scale_pos_embed else ", scale_pos_embed=False"))
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The q, k, v projection of a (B, dim, H, W) map: (B, N, 3 * heads * d), token-major."""
         if x.dim() != 4 or x.shape[1] != self.dim:
             raise ValueError(f"MHSA2d expects a (B, {self.dim}, H, W) tensor, got shape {tuple(x.shape)}")
         # The 1x1 conv as a matmul over tokens: its output is (B, N, [q|k|v], heads, d), the
@@ -183,21 +181,43 @@ class MHSA2d(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)
         return F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, N, 3 * heads * d)
 
-    def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # (B, N, 3 * heads * d) -> q, k, v, each a (B, heads, N, d) view
+    def split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, 3 * heads * d) projection -> q, k, v, each a (B, heads, N, d) view."""
         q, k, v = qkv.unflatten(-1, (3, self.heads, self.dim_head)).transpose(1, 3).unbind(2)
         return q, k, v
 
-    def _pick_impl(self, qkv: torch.Tensor, size: tuple[int, int] | None = None) -> str:
-        """The strategy of this call: "plain" without relative encoding, else one of ``ATTN_IMPLS``.
-        ``size``: the (H, W) of the map (CUDA's rule reads it; default ``feat_size``).
+    def position_logits(self, q: torch.Tensor, size: tuple[int, int], queries: torch.Tensor | None = None):
+        """The relative term of the logits, times ``pos_scale``: (B, heads, P, N) for the query
+        tokens ``queries`` (default all N) of q (B, heads, N, d) on an (H, W) map."""
+        logits_h, logits_w = relative_logits_2d(q, self.rel_h, self.rel_w, size)  # (B, heads, N, H), (.., W)
+        if queries is not None:
+            logits_h, logits_w = logits_h[:, :, queries], logits_w[:, :, queries]
+        return relative_bias_2d(logits_h * self.pos_scale, logits_w * self.pos_scale)
 
-        CPU: by what the CPU has, dtype and grad mode (:func:`cpu_attn_impl`; the chunked path
-        without AMX, the chunked path or the fold with it). CUDA: flex, or the fold where its widened head dim fits the flash kernels
-        (:func:`cuda_attn_impl`, from d, H and W; never an N x N tensor). Elsewhere (MPS, meta):
-        the fused SDPA kernels, with gradients the fold (a bias that requires grad loses the fused
-        kernel), without them a no-grad bias at head dim d."""
-        if self.pos_enc != "relative":
+    def logits(self, x: torch.Tensor, queries: torch.Tensor | None = None, content: bool = True) -> torch.Tensor:
+        """The attention logits of a (B, dim, H, W) map, (B, heads, P, N) for the query tokens
+        ``queries`` (default all): ``qk_scale q.k + pos_scale (q.R_h + q.R_w)``, the softmax's
+        input; ``content=False``: the position term alone. Relative encodings only."""
+        if self.pos_enc not in RELATIVE_ENCODINGS:
+            raise ValueError(f"logits are computed for relative encodings, not pos_enc={self.pos_enc!r}")
+        q, k, _ = self.split_heads(self.project(x))  # each (B, heads, N, d)
+        logits = self.position_logits(q, (x.shape[2], x.shape[3]), queries)
+        if content and self.qk_scale:
+            q = q if queries is None else q[:, :, queries]
+            logits = logits + (q @ k.transpose(-1, -2)) * self.qk_scale
+        return logits
+
+    def choose_path(self, qkv: torch.Tensor, size: tuple[int, int] | None = None) -> str:
+        """The name in :data:`PATHS` of this call's path: "plain" without a relative term, else
+        ``attn_impl`` unless it is "auto". ``size``: the (H, W) of the map (CUDA's rule reads it;
+        default ``feat_size``).
+
+        "auto": CPU, by what the CPU has and the dtype (:func:`cpu_attn_impl`). CUDA: flex, or the
+        fold where its widened head dim fits the flash kernels (:func:`cuda_attn_impl`, from d, H
+        and W; never an N x N tensor). Elsewhere (MPS, meta): the fused SDPA kernels, with
+        gradients the fold (a bias that requires grad loses the fused kernel), without them a
+        no-grad bias at head dim d."""
+        if self.pos_enc not in RELATIVE_ENCODINGS:
             return "plain"
         if self.attn_impl != "auto":
             return self.attn_impl
@@ -209,79 +229,16 @@ class MHSA2d(nn.Module):
         device = qkv.device.type
         training = torch.is_grad_enabled() and qkv.requires_grad
         if device == "cpu":
-            return cpu_attn_impl(CPU_HAS_AMX, qkv.dtype == torch.bfloat16, training)
+            return cpu_attn_impl(CPU_HAS_AMX, qkv.dtype == torch.bfloat16)
         if device == "cuda":
             height, width = size if size is not None else self.feat_size
             return cuda_attn_impl(self.dim_head, height, width, flex_available("cuda"))
         return "fold" if training else "bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self._project(x)  # (B, N, 3 * heads * d)
+        qkv = self.project(x)  # (B, N, 3 * heads * d)
         size = (x.shape[2], x.shape[3])
-        impl = self._pick_impl(qkv, size)
-        if impl == "chunked":
-            out = self._attend_chunked(qkv, size)
-        elif impl == "flex":
-            out = self._attend_flex(qkv, size)
-        elif impl == "fold":
-            out = self._attend_fold(qkv, size)
-        elif impl == "bias":
-            out = self._attend_bias(qkv, size)
-        else:
-            out = self._attend_plain(qkv, size)
+        out = PATHS[self.choose_path(qkv, size)](self, qkv, size)  # (B, N, heads, d)
         # (B, N, heads, d) -> (B, heads * d, H, W); a channels_last view of the token-major buffer
         b, (height, width) = x.shape[0], size
         return out.reshape(b, height, width, self.out_dim).permute(0, 3, 1, 2)
-
-    # -- one function per strategy: (B, N, 3 * heads * d) projection -> (B, N, heads, d) ----------
-
-    def _attend_chunked(self, qkv: torch.Tensor, size: tuple[int, int], attend=chunked_relative_attention):
-        height, width = size
-        table_h = expand_rel_table(self.rel_h, height).to(qkv.dtype)  # (H, H, d)
-        table_w = expand_rel_table(self.rel_w, width).to(qkv.dtype)  # (W, W, d)
-        grid = qkv.view(qkv.shape[0], height, width, 3, self.heads, self.dim_head)
-        return attend(grid, table_h, table_w, self.scale, self.pos_scale, self.feat_size)
-
-    def _attend_flex(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        # FlexAttention, the position term added per score by a score_mod (see flex_attention); the
-        # CPU has no flex backward, so there it takes the chunked path's inputs and backward
-        if qkv.device.type == "cpu":
-            return self._attend_chunked(qkv, size, attend=flex_relative_attention_cpu)
-        q, k, v = self._split_heads(qkv)
-        height, width = size
-        rows_h = rel_table_for_length(self.rel_h, height)  # (2H - 1, d)
-        rows_w = rel_table_for_length(self.rel_w, width)
-        pos_h, pos_w = position_products(q, rows_h, rows_w, self.pos_scale)
-        return flex_relative_attention(q, k, v, pos_h, pos_w, self.scale).transpose(1, 2)
-
-    def _attend_fold(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        # [q | l_h | l_w] . [k | onehot_row | onehot_col] = q.k + l_h[c] + l_w[e]: one fused call
-        # over all heads (CUDA: flash / memory-efficient kernels), no N x N bias. SDPA's ``scale``
-        # multiplies the whole dot product, so the appended logits carry pos_scale / scale.
-        q, k, v = self._split_heads(qkv)
-        logits_h, logits_w = relative_logits_2d(q, self.rel_h, self.rel_w, size)  # (B, heads, N, H), (.., W)
-        if self.pos_scale != self.scale:
-            logits_h, logits_w = logits_h * (self.pos_scale / self.scale), logits_w * (self.pos_scale / self.scale)
-        onehot = key_position_onehots(size, q.device, k.dtype)  # (N, H + W)
-        q_aug = torch.cat([q, logits_h.to(q.dtype), logits_w.to(q.dtype)], dim=-1)  # (B, heads, N, d + H + W)
-        k_aug = torch.cat([k, onehot.expand(*k.shape[:-1], -1)], dim=-1)
-        # the fused kernels want one head dim for q, k and v: v is zero-padded, its extra columns dropped
-        v_aug = F.pad(v, (0, onehot.shape[-1]))
-        out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=self.scale)[..., : self.dim_head]
-        return out.transpose(1, 2)
-
-    def _attend_bias(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        # the (B, heads, N, N) additive bias; the small per-axis logits are scaled, not the bias
-        q, k, v = self._split_heads(qkv)
-        logits_h, logits_w = relative_logits_2d(q, self.rel_h, self.rel_w, size)
-        bias = relative_bias_2d(logits_h * self.pos_scale, logits_w * self.pos_scale).to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale).transpose(1, 2)
-
-    def _attend_plain(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        # no position term, or the absolute one: q.(k + emb) = q.k + q.emb[key position]
-        q, k, v = self._split_heads(qkv)
-        if self.pos_enc == "absolute":
-            h, w = size
-            emb = resize_abs_table(self.abs_h, h)[:, None, :] + resize_abs_table(self.abs_w, w)[None, :, :]
-            k = k + emb.reshape(h * w, self.dim_head).to(k.dtype) * (self.pos_scale / self.scale)
-        return F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2)

@@ -114,7 +114,8 @@ class BoTBlock(Bottleneck):
 
     ``feat_size`` is the size of the map the MHSA sees, i.e. the block's input size (before the
     pool in a strided block). Any other size works at run time (see ``MHSA2d``).
-    ``scale_pos_embed=False`` leaves the position logits unscaled (timm's ``BottleneckAttn``)."""
+    ``scale_pos_embed=False`` leaves the position logits unscaled (timm's ``BottleneckAttn``);
+    ``attn_impl`` picks the attention's path (``MHSA2d``)."""
 
     def __init__(
         self,
@@ -126,9 +127,11 @@ class BoTBlock(Bottleneck):
         pos_enc: str | None = "relative",
         shortcut_act: bool = True,
         scale_pos_embed: bool = True,
+        attn_impl: str = "auto",
         **kwargs,
     ):
-        self._attn_args = dict(heads=heads, pos_enc=pos_enc, feat_size=feat_size, scale_pos_embed=scale_pos_embed)
+        self._attn_args = dict(heads=heads, pos_enc=pos_enc, feat_size=feat_size, scale_pos_embed=scale_pos_embed,
+                               attn_impl=attn_impl)
         super().__init__(in_channels, width, stride, shortcut_act=shortcut_act, **kwargs)
 
     def _build_spatial(self, width: int, stride: int) -> None:

@@ -8,9 +8,9 @@ The relative term of arXiv 2101.11605 (section 3, figure 4) enters the fused ker
 
     score(q, k) = scale * q.k + P_h[i, h, q, c - a + H - 1] + P_w[i, h, q, e - b + W - 1]
 
-reading the table rows of the offsets key - query, as :func:`~botnet.layers.pos_embed.relative_index`
-indexes them. The kernel forms scores a tile at a time and reads the two small tensors per score, so no (N x N)
-tensor exists at any size, and the head dim stays d (the fold widens it to d + H + W). ``P_h`` and
+reading the table rows of the offsets key - query (:func:`~botnet.layers.pos_embed.relative_token_index`;
+the products are :func:`~botnet.layers.pos_embed.relative_products`). The kernel forms scores a
+tile at a time and reads the two small tensors per score, so no (N x N) tensor exists at any size, and the head dim stays d (the fold widens it to d + H + W). ``P_h`` and
 ``P_w`` are matmul outputs taken as they are (no gather into per-key logits): inductor's CPU
 kernel mis-reads captured tensors that are still pending pointwise results inside a compiled model.
 
@@ -22,10 +22,9 @@ Devices:
 - CPU: PyTorch compiles FlexAttention's forward only (its CPU backward is not implemented), so the
   forward is the fused kernel and the backward is the chunked path's (the same function: it
   recomputes blocks of probabilities from q, k and the tables, at most
-  ``chunked_attention.SCORES_PER_BLOCK`` scores at a time). PyTorch's CPU kernel computes wrong
-  rows when the key count is 8 more than a multiple of 16 (measured with torch 2.14 on AVX2), so
-  on the CPU the keys are padded to a multiple of ``CPU_KEY_MULTIPLE`` and the padded keys score
-  -inf (no weight). The CPU kernel takes float32, bfloat16 and float16; float64 (tests) runs
+  ``chunked_attention.SCORES_PER_BLOCK`` scores at a time). PyTorch's CPU kernel (torch 2.14)
+  computes wrong rows when the key count is 8 more than a multiple of 16, so on the CPU the keys
+  are padded to a multiple of ``CPU_KEY_MULTIPLE`` and the padded keys score -inf (no weight). The CPU kernel takes float32, bfloat16 and float16; float64 (tests) runs
   FlexAttention's unfused reference maths instead, which holds the (N x N) scores.
   The CPU kernel's score tile is its block mask's block: the CPU path passes one of
   ``CPU_Q_BLOCK`` x ``CPU_KV_BLOCK`` blocks (PyTorch's default without a mask is a single block of
@@ -34,8 +33,8 @@ Devices:
   is token-major as returned (FlexAttention lays the output out like q), leave k and v views of the
   projection, and add the chunked path's per-key logits (B, heads, N, H) and (B, heads, N, W)
   (:func:`key_logits_score_mod`: half the size of ``P_h``, ``P_w``, no index arithmetic on q):
-  the forward then holds no more than the chunked backward does (peak memory measured in
-  ``benchmarks/attention_layer.py``).
+  the forward then holds no more than the chunked backward does (``benchmarks/attention_layer.py``
+  reports the peak memory).
 
 Eager calls go through one ``torch.compile`` of :func:`_attend` with static shapes, so each shape
 family (device, dtype, batch, heads, H, W, d) is compiled once, on first use; inside a compiled
@@ -53,7 +52,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from botnet.layers.chunked_attention import _ChunkedRelativeAttention, plan_chunks
+from botnet.layers.chunked_attention import chunked_backward, plan_chunks
+from botnet.layers.pos_embed import (
+    expand_rel_table,
+    rel_table_for_length,
+    relative_logits_expanded,
+    relative_products,
+    relative_token_index,
+    token_positions,
+)
 
 #: on the CPU the key count is padded to a multiple of this (see the module docstring)
 CPU_KEY_MULTIPLE = 16
@@ -79,12 +86,10 @@ def relative_score_mod(pos_h: torch.Tensor, pos_w: torch.Tensor, keys: int | Non
     in image i, head h, for query q at (a, b) and key at (c, e); ``pos_h`` (B, heads, N, 2H - 1) and
     ``pos_w`` (B, heads, N, 2W - 1) already times ``pos_scale``. With ``keys`` set, key indices from
     ``keys`` on are padding: -inf."""
-    height, width = (pos_h.shape[-1] + 1) // 2, (pos_w.shape[-1] + 1) // 2
+    size = (pos_h.shape[-1] + 1) // 2, (pos_w.shape[-1] + 1) // 2
 
     def position(q_idx, kv_idx):
-        row = kv_idx // width - q_idx // width + (height - 1)
-        col = kv_idx % width - q_idx % width + (width - 1)
-        return row, col
+        return relative_token_index(q_idx, kv_idx, size)
 
     if keys is None:
         def score_mod(score, b, h, q_idx, kv_idx):
@@ -106,8 +111,8 @@ def key_logits_score_mod(logits_h: torch.Tensor, logits_w: torch.Tensor, key_row
     and column, ``logits_h`` (B, heads, N, H) and ``logits_w`` (B, heads, N, W), already times
     ``pos_scale`` (what the chunked path adds as its broadcast bias): half the size of the products
     ``P_h``, ``P_w`` (H + W against 2H + 2W - 2 per query). The key positions come from the two
-    small index tables (see :func:`key_positions`) rather than from ``k // W`` and ``k % W``:
-    inductor's CPU code divides integer vectors an element at a time. With ``keys`` set, key
+    small index tables (:func:`~botnet.layers.pos_embed.token_positions`) rather than from
+    ``k // W`` and ``k % W``: inductor's CPU code divides integer vectors an element at a time. With ``keys`` set, key
     indices from ``keys`` on are padding: -inf (their table entries are in range)."""
 
     def score_mod(score, b, h, q_idx, kv_idx):
@@ -119,13 +124,6 @@ def key_logits_score_mod(logits_h: torch.Tensor, logits_w: torch.Tensor, key_row
     def padded_score_mod(score, b, h, q_idx, kv_idx):
         return torch.where(kv_idx < keys, score_mod(score, b, h, q_idx, kv_idx), -float("inf"))
     return padded_score_mod
-
-
-def key_positions(keys: int, width: int, device, padded: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (row, column) of each of ``keys`` tokens of a map ``width`` wide, two int32 tables of
-    length ``padded`` (default ``keys``), padding entries repeating the last key."""
-    index = torch.arange(padded or keys, device=device).clamp(max=keys - 1)
-    return (index // width).to(torch.int32), (index % width).to(torch.int32)
 
 
 def cpu_block_mask(q_len: int, kv_len: int, device) -> BlockMask:
@@ -142,7 +140,7 @@ def cpu_block_mask(q_len: int, kv_len: int, device) -> BlockMask:
 
 def _attend(q, k, v, pos_h, pos_w, scale: float, key_rows=None, key_cols=None):
     """(B, heads, N, d) q, k, v and the scaled position products -> (B, heads, N, d); with the key
-    position tables ``key_rows``, ``key_cols`` (:func:`key_positions`, of the padded key count),
+    position tables ``key_rows``, ``key_cols`` (``token_positions``, of the padded key count),
     ``pos_h``, ``pos_w`` are the per-key logits of :func:`key_logits_score_mod` instead.
 
     FlexAttention's output follows q's stride order (PyTorch lays it out like the query), so a
@@ -181,7 +179,7 @@ def _no_recompile_limit():
 def flex_relative_attention(q, k, v, pos_h, pos_w, scale: float, per_key: bool = False) -> torch.Tensor:
     """FlexAttention with the relative ``score_mod``: (B, heads, N, d) q, k, v and the position
     products (B, heads, N, 2H - 1), (B, heads, N, 2W - 1) -> (B, heads, N, d); autograd throughout
-    where PyTorch has the backward (CUDA; on the CPU see :func:`flex_relative_attention_cpu`).
+    where PyTorch has the backward (CUDA; on the CPU see :class:`FlexForwardChunkedBackward`).
     ``per_key``: ``pos_h``, ``pos_w`` are the per-key logits (B, heads, N, H), (B, heads, N, W)
     instead (:func:`key_logits_score_mod`; the eager CPU path).
 
@@ -189,9 +187,10 @@ def flex_relative_attention(q, k, v, pos_h, pos_w, scale: float, per_key: bool =
     use); float64 on the CPU runs FlexAttention's unfused maths."""
     tables = ()
     if per_key:
-        keys, width = k.shape[-2], pos_w.shape[-1]
+        keys = k.shape[-2]
         padded = keys + (-keys % CPU_KEY_MULTIPLE if q.device.type == "cpu" else 0)
-        tables = key_positions(keys, width, q.device, padded)
+        positions = token_positions((pos_h.shape[-1], pos_w.shape[-1]), q.device, padded)
+        tables = tuple(t.to(torch.int32) for t in positions)
     if torch.compiler.is_compiling():
         return _attend(q, k, v, pos_h, pos_w, scale, *tables)
     if q.device.type == "cpu" and q.dtype not in CPU_KERNEL_DTYPES:
@@ -205,35 +204,22 @@ def flex_relative_attention(q, k, v, pos_h, pos_w, scale: float, per_key: bool =
         return _compiled_attend()(q, k, v, pos_h, pos_w, scale, *tables)
 
 
-def position_products(q: torch.Tensor, rows_h: torch.Tensor, rows_w: torch.Tensor, pos_scale: float):
-    """``pos_scale * q . R^T`` for both axes, (B, heads, N, 2H - 1) and (B, heads, N, 2W - 1), in
-    float32 at least (the kernels add scores in float32, and the CUDA backward sums the products'
-    gradients over keys); ``rows_h``, ``rows_w``: the tables resized to the map."""
-    dtype = torch.promote_types(q.dtype, torch.float32)
-    return tuple((q @ (rows * pos_scale).to(q.dtype).t()).to(dtype) for rows in (rows_h, rows_w))
-
-
-def table_rows(expanded: torch.Tensor) -> torch.Tensor:
-    """The (2L - 1, d) rows R of an expanded (L, L, d) table ``expanded[a, c] = R[c - a + L - 1]``:
-    column 0 read upwards holds R[0 .. L - 1], row 0 from column 1 on holds R[L .. 2L - 2]."""
-    return torch.cat([expanded[:, 0].flip(0), expanded[0, 1:]])
-
-
-class _FlexForwardChunkedBackward(_ChunkedRelativeAttention):
-    """CPU: the FlexAttention forward; the chunked path's backward, inherited (same inputs, same
-    saved tensors). qkv: (B, H, W, 3, heads, d); table_h (H, H, d) and table_w (W, W, d), the
-    expanded tables. Returns the (B, H * W, heads, d) output."""
+class FlexForwardChunkedBackward(torch.autograd.Function):
+    """CPU: the FlexAttention forward, the chunked path's backward (PyTorch has no CPU backward of
+    FlexAttention). Takes what :class:`~botnet.layers.chunked_attention.ChunkedRelativeAttention`
+    takes, the tables both expanded (table_h (H, H, d), table_w (W, W, d), for the backward) and as
+    rows (rows_h (2H - 1, d), rows_w (2W - 1, d), no gradient). Returns (B, H * W, heads, d)."""
 
     @staticmethod
-    def forward(ctx, qkv, table_h, table_w, scale: float, pos_scale: float, group: int, blocks: int):
+    def forward(ctx, qkv, table_h, table_w, rows_h, rows_w, scale: float, pos_scale: float, group: int, blocks: int):
         b, height, width, _, heads, d = qkv.shape
         n = height * width
         with torch.autocast(qkv.device.type, enabled=False):
-            grid, table_h_, table_w_ = qkv.detach(), table_h.detach(), table_w.detach()
+            grid = qkv.detach()
             if torch.compiler.is_compiling():
                 # traced into a model's graph: the matmul products as they are (module docstring)
                 q, k, v = grid.view(b, n, 3, heads, d).transpose(1, 3).unbind(2)
-                pos_h, pos_w = position_products(q, table_rows(table_h_), table_rows(table_w_), pos_scale)
+                pos_h, pos_w = relative_products(q, rows_h.detach(), rows_w.detach(), pos_scale)
                 out = flex_relative_attention(q, k, v, pos_h, pos_w, scale)
             else:
                 # eager: q copied token-major (B, N, heads, d), so the kernel writes its output
@@ -243,26 +229,39 @@ class _FlexForwardChunkedBackward(_ChunkedRelativeAttention):
                 tokens = grid.view(b, n, 3, heads, d)
                 q = tokens[:, :, 0].contiguous().transpose(1, 2)
                 k, v = tokens[:, :, 1].transpose(1, 2), tokens[:, :, 2].transpose(1, 2)
-                logits_h, logits_w = _ChunkedRelativeAttention._position_logits(
-                    grid[..., 0, :, :], table_h_, table_w_, pos_scale)  # (B * heads, N, H), (.., W)
+                logits_h, logits_w = relative_logits_expanded(
+                    grid[..., 0, :, :], table_h.detach(), table_w.detach(), pos_scale)  # (B * heads, N, H), (.., W)
                 logits_h = logits_h.reshape(b, heads, n, height).contiguous()
                 logits_w = logits_w.reshape(b, heads, n, width).contiguous()
                 out = flex_relative_attention(q, k, v, logits_h, logits_w, scale, per_key=True)
             out = out.transpose(1, 2).contiguous()  # (B, N, heads, d); no copy when token-major
         ctx.save_for_backward(qkv, table_h, table_w, out)
-        ctx.scale, ctx.pos_scale, ctx.group, ctx.blocks = scale, pos_scale, group, blocks
+        ctx.args = scale, pos_scale, group, blocks
         return out
 
+    @staticmethod
+    def backward(ctx, grad_out):
+        grads = chunked_backward(grad_out, *ctx.saved_tensors, *ctx.args)
+        return (*grads, None, None, None, None, None, None)
 
-def flex_relative_attention_cpu(qkv: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor, scale: float,
-                                pos_scale: float, feat_size: tuple[int, int]) -> torch.Tensor:
-    """CPU: relative attention of a (B, H, W, 3, heads, d) projection; returns (B, H * W, heads, d).
 
-    Takes what :func:`~botnet.layers.chunked_attention.chunked_relative_attention` takes: the
-    expanded tables ``table_h`` (H, H, d) and ``table_w`` (W, W, d)."""
-    b, height, width, _, heads, _ = qkv.shape
-    group, blocks = plan_chunks(b, heads, height * width, feat_size)
-    return _FlexForwardChunkedBackward.apply(qkv, table_h, table_w, scale, pos_scale, group, blocks)
+def attend(layer, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The "flex" path of :class:`~botnet.layers.MHSA2d`: its (B, N, 3 * heads * d) projection ->
+    (B, N, heads, d). On CUDA autograd through FlexAttention; on the CPU
+    :class:`FlexForwardChunkedBackward`."""
+    height, width = size
+    rows_h = rel_table_for_length(layer.rel_h, height)  # (2H - 1, d)
+    rows_w = rel_table_for_length(layer.rel_w, width)
+    if qkv.device.type == "cpu":
+        grid = qkv.view(qkv.shape[0], height, width, 3, layer.heads, layer.dim_head)
+        table_h = expand_rel_table(layer.rel_h, height).to(qkv.dtype)  # (H, H, d)
+        table_w = expand_rel_table(layer.rel_w, width).to(qkv.dtype)
+        group, blocks = plan_chunks(qkv.shape[0], layer.heads, height * width, layer.feat_size)
+        return FlexForwardChunkedBackward.apply(grid, table_h, table_w, rows_h.detach(), rows_w.detach(),
+                                                layer.qk_scale, layer.pos_scale, group, blocks)
+    q, k, v = layer.split_heads(qkv)
+    pos_h, pos_w = relative_products(q, rows_h, rows_w, layer.pos_scale)
+    return flex_relative_attention(q, k, v, pos_h, pos_w, layer.qk_scale).transpose(1, 2)
 
 
 _AVAILABLE: dict[str, bool] = {}

@@ -6,8 +6,10 @@ H x W map, the relative position logit is
     q_ab . ( R_h[c - a + H - 1] + R_w[e - b + W - 1] )
 
 i.e. a table of 2L - 1 rows is indexed by ``(key - query) + (L - 1)``; row ``L - 1`` is offset 0
-(arXiv 2101.11605, section 3 and figure 4). :func:`relative_index` is that index, and every path of
-the attention reads the tables through it (:func:`expand_rel_table`, :func:`relative_logits_1d`).
+(arXiv 2101.11605, section 3 and figure 4). :func:`relative_index` is that index along one axis and
+:func:`relative_token_index` the same on flattened tokens (``token = row * W + col``). This module is
+the one home of the position maths: every attention path, the attention maps of ``botnet.viz`` and
+the resizing of tables when weights are loaded read the tables through the functions here.
 
 Scaling: every function here takes q as given and returns the plain dot products ``q . R``. The
 attention multiplies them by its ``pos_scale`` (the paper: ``d^-0.5``, the same factor as the
@@ -56,6 +58,37 @@ def relative_index(length: int, device=None) -> torch.Tensor:
     return pos[None, :] - pos[:, None] + (length - 1)
 
 
+def relative_token_index(q_idx, kv_idx, size: tuple[int, int]):
+    """The table rows that query token ``q_idx`` reads for key token ``kv_idx`` on an H x W map,
+    ``(c - a + H - 1, e - b + W - 1)`` for query (a, b) and key (c, e): :func:`relative_index` on
+    flattened tokens, for code that sees token indices only (a FlexAttention ``score_mod``)."""
+    height, width = size
+    return kv_idx // width - q_idx // width + (height - 1), kv_idx % width - q_idx % width + (width - 1)
+
+
+def token_positions(size: tuple[int, int], device, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of each token of an H x W map, two long tensors of length ``count`` (default
+    H * W); entries past the map (padding) repeat the last token."""
+    height, width = size
+    # by broadcasting, not token // W and token % W: the ONNX exporter cannot translate a remainder
+    # by a symbolic width
+    rows = torch.arange(height, device=device)[:, None].expand(height, width).reshape(-1)
+    cols = torch.arange(width, device=device)[None, :].expand(height, width).reshape(-1)
+    pad = (count or height * width) - height * width
+    if pad > 0:
+        rows, cols = (torch.cat([t, t[-1:].expand(pad)]) for t in (rows, cols))
+    return rows, cols
+
+
+def relative_products(q: torch.Tensor, rows_h: torch.Tensor, rows_w: torch.Tensor, scale: float = 1.0):
+    """``scale * q . R^T`` along both axes: every query with every table row, (..., N, 2H - 1) and
+    (..., N, 2W - 1), in float32 at least (kernels that add them to scores do so in float32).
+    ``rows_h``, ``rows_w``: the tables for the map (:func:`rel_table_for_length`). Entry
+    :func:`relative_token_index` of a key is that key's position logit."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    return tuple((q @ (rows * scale).to(q.dtype).t()).to(dtype) for rows in (rows_h, rows_w))
+
+
 def expand_rel_table(table: torch.Tensor, length: int) -> torch.Tensor:
     """(L, L, d) rows of a relative table for a map of ``length`` positions along one axis:
     ``expanded[a, c] = R[c - a + L - 1]`` (the table first resized by :func:`rel_table_for_length`)."""
@@ -69,6 +102,44 @@ def resize_abs_table(table: torch.Tensor, length: int) -> torch.Tensor:
     native = table.shape[0]
     positions = torch.arange(length, device=table.device, dtype=torch.float32)
     return _lerp_rows(table, positions * ((native - 1) / max(length - 1, 1)))
+
+
+def resize_table(table: torch.Tensor, rows: int, relative: bool) -> torch.Tensor:
+    """A stored relative (2L - 1 rows) or absolute (L rows) table resized to ``rows`` rows: what a
+    layer with other table sizes needs when it loads the weights."""
+    return rel_table_for_length(table, (rows + 1) // 2) if relative else resize_abs_table(table, rows)
+
+
+def absolute_grid(abs_h: torch.Tensor, abs_w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H * W, d) absolute embedding of every key position: ``emb[c * W + e] = E_h[c] + E_w[e]``,
+    the tables resized to the map by :func:`resize_abs_table`."""
+    height, width = size
+    grid = resize_abs_table(abs_h, height)[:, None, :] + resize_abs_table(abs_w, width)[None, :, :]
+    return grid.reshape(height * width, -1)
+
+
+def relative_logits_expanded(q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor, scale: float):
+    """Per-query relative logits from expanded tables (:func:`expand_rel_table`), for q laid out as
+    a map of heads: q (B, H, W, g, d) with g heads, table_h (H, H, d), table_w (W, W, d).
+    Returns ``scale * [q_ab . R_h[c - a + H - 1]]`` (B * g, N, H) and the same over columns
+    (B * g, N, W): :func:`relative_logits_2d`'s values, as two einsums with no gather, whose chain
+    rule :func:`relative_logits_expanded_grads` writes out for hand-written backwards."""
+    b, height, width, g, _ = q.shape
+    logits_h = torch.einsum("zabnd,acd->znabc", q, table_h).mul_(scale)
+    logits_w = torch.einsum("zabnd,bed->znabe", q, table_w).mul_(scale)
+    return logits_h.reshape(b * g, height * width, height), logits_w.reshape(b * g, height * width, width)
+
+
+def relative_logits_expanded_grads(grad_h: torch.Tensor, grad_w: torch.Tensor, q: torch.Tensor, table_h: torch.Tensor,
+                                   table_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chain rule of :func:`relative_logits_expanded` (with the scale already applied to the
+    incoming gradients): ``grad_h`` (B * g, N, H) and ``grad_w`` (B * g, N, W) -> the gradients of
+    q (B, H, W, g, d), table_h and table_w."""
+    b, height, width, _, _ = q.shape
+    g_h = grad_h.view(b, -1, height, width, height)
+    g_w = grad_w.view(b, -1, height, width, width)
+    grad_q = torch.einsum("znabc,acd->zabnd", g_h, table_h) + torch.einsum("znabe,bed->zabnd", g_w, table_w)
+    return grad_q, torch.einsum("znabc,zabnd->acd", g_h, q), torch.einsum("znabe,zabnd->bed", g_w, q)
 
 
 def relative_logits_1d(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -122,10 +193,7 @@ def key_position_onehots(size: tuple[int, int], device, dtype) -> torch.Tensor:
     ``[q | l_h | l_w] . [k | onehot_row | onehot_col] = q.k + l_h[c] + l_w[e]``,
     so fused attention kernels run with no (N x N) bias at all."""
     height, width = size
-    # row / column of each token by broadcasting, not token // W and token % W: the ONNX exporter
-    # cannot translate a remainder by a symbolic width
-    row = torch.arange(height, device=device)[:, None].expand(height, width).reshape(-1)
-    col = torch.arange(width, device=device)[None, :].expand(height, width).reshape(-1)
+    row, col = token_positions(size, device)
     rows = row[:, None] == torch.arange(height, device=device)[None, :]
     cols = col[:, None] == torch.arange(width, device=device)[None, :]
     return torch.cat([rows, cols], dim=1).to(dtype)

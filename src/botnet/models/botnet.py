@@ -71,7 +71,7 @@ class BoTNet(nn.Module):
                 if i in bot:
                     block = BoTBlock(channels, width, block_stride, feat_size=size, heads=cfg.heads,
                                      pos_enc=cfg.pos_enc, shortcut_act=cfg.bot_shortcut_act,
-                                     scale_pos_embed=cfg.scale_pos_embed, **common)
+                                     scale_pos_embed=cfg.scale_pos_embed, attn_impl=cfg.attn_impl, **common)
                 else:
                     groups = width // cfg.group_size if cfg.group_size else 1
                     block = Bottleneck(channels, width, block_stride, groups=groups, mid_attn=cfg.mid_attn, **common)

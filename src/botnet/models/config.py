@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botnet.errors import UserError
+from botnet.layers.attention import ATTN_IMPLS
+from botnet.limits import check_model
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class ModelConfig:
     se_ratio: float = 0.0
     act: str = "relu"
     heads: int = 4
+    #: None (qk only), "relative_only" (qr only), "relative" (qk + qr) or "absolute" (qk + qr
+    #: absolute): the paper's position-encoding ablation (arXiv 2101.11605, section 6)
     pos_enc: str | None = "relative"
     #: activation on the projection shortcut of BoT blocks, as the reference code does
     bot_shortcut_act: bool = True
@@ -50,7 +54,15 @@ class ModelConfig:
     scale_pos_embed: bool = True
     #: a final 1x1 conv + BN + act to this many channels before pooling (timm's num_features; 0: none)
     num_features: int = 0
+    #: how the attention computes its relative term (``MHSA2d``'s ``attn_impl``: "auto" or a path
+    #: name): a run-time choice with no effect on the result, so not compared and not saved
+    attn_impl: str = field(default="auto", compare=False)
     description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        # every description, from a preset, a recipe, a flag or a file's metadata, is range-checked
+        # and sized before a module is built from it
+        check_model(self)
 
     def bot_indices(self, stage: int) -> frozenset[int]:
         """Indices of the BoT blocks of stage ``stage`` (0 = c2)."""
@@ -71,23 +83,38 @@ class ModelConfig:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise UserError(f"unknown model option(s) {unknown}; known: {sorted(names - {'description'})}")
-        for key in ("layers", "bot_layers", "widths", "img_size", "out_channels"):
+        for key in ("layers", "bot_layers", "widths", "img_size", "out_channels", "bot_blocks"):
             if key in overrides and overrides[key] is not None:
-                overrides[key] = tuple(int(v) for v in overrides[key])
-        if overrides.get("bot_blocks") is not None:
-            overrides["bot_blocks"] = tuple(tuple(int(i) for i in stage) for stage in overrides["bot_blocks"])
+                overrides[key] = _int_tuple(key, overrides[key], nested=key == "bot_blocks")
+        if overrides.get("attn_impl", "auto") not in ATTN_IMPLS:
+            raise UserError(f"attn_impl {overrides['attn_impl']!r}: must be one of {', '.join(ATTN_IMPLS)}")
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("description")
+        d.pop("attn_impl")
         return {k: _lists(v) for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict) or "layers" not in d:
+            raise UserError(f"a model description is a mapping with 'layers', got {type(d).__name__}")
         # files written by earlier versions name img_size input_size: read silently
         fields = {("img_size" if k == "input_size" else k): v for k, v in d.items() if k != "layers"}
-        return cls(layers=tuple(d["layers"])).replace(**fields)
+        return cls(layers=_int_tuple("layers", d["layers"])).replace(**fields)
+
+
+def _int_tuple(key: str, value: Any, nested: bool = False) -> tuple:
+    """A list of integers (of lists of integers: ``nested``) as a tuple; anything else is refused by name."""
+    def whole(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+            raise UserError(f"model option {key}={value!r}: must be a list of integers")
+        return int(v)
+
+    if not isinstance(value, (list, tuple)) or nested and not all(isinstance(v, (list, tuple)) for v in value):
+        raise UserError(f"model option {key}={value!r}: must be a list{' of lists' if nested else ''} of integers")
+    return tuple(tuple(whole(i) for i in v) for v in value) if nested else tuple(whole(v) for v in value)
 
 
 def _lists(value: Any) -> Any:

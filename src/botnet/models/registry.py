@@ -5,13 +5,14 @@ These build models with initialised weights only; ``botnet.create_model(name, pr
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
 from botnet.errors import UserError
 from botnet.models.botnet import BoTNet
 from botnet.models.config import ModelConfig
+from botnet.models.features import FeatureExtractor
 from botnet.models.presets import PRESETS
 
 _REGISTRY: dict[str, ModelConfig] = {}
@@ -51,20 +52,27 @@ def create_model(
     in_chans: int = 3,
     norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     img_size: int | tuple[int, int] | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3, 4),
     **overrides: Any,
-) -> BoTNet:
+) -> BoTNet | FeatureExtractor:
     """Build a registered model, its weights initialised.
 
     ``img_size`` sets the default input (and so the native size of the attention tables); any
     field of :class:`ModelConfig` can be overridden by keyword (``drop_path_rate=0.1``,
-    ``act="silu"``, ``pos_enc="absolute"``...). ``norm_layer`` takes e.g.
+    ``act="silu"``, ``pos_enc="absolute"``, ``attn_impl="flex"``...). ``norm_layer`` takes e.g.
     ``torchvision.ops.FrozenBatchNorm2d`` for detection.
+
+    ``features_only=True`` (timm's convention): a :class:`~botnet.models.features.FeatureExtractor`
+    returning the feature maps of levels ``out_indices`` (0: stem, 1..4: c2..c5) as a list,
+    described by its ``feature_info`` (channels, reduction, module per level).
     """
     cfg = get_model_config(name)
     if img_size is not None:
         overrides["img_size"] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     cfg = cfg.replace(**overrides)
-    return BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
+    model = BoTNet(cfg, num_classes=num_classes, in_chans=in_chans, norm_layer=norm_layer, name=name)
+    return FeatureExtractor(model, out_indices) if features_only else model
 
 
 for _name, (_cfg, _sources) in PRESETS.items():

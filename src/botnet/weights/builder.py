@@ -16,6 +16,7 @@ import torch
 from botnet.errors import UserError
 from botnet.io import Outputs
 from botnet.models import BoTNet
+from botnet.models.features import FeatureExtractor
 from botnet.models import create_model as build_model
 from botnet.tasks import CLASSIFICATION
 from botnet.weights.convert import classifier_size
@@ -23,15 +24,18 @@ from botnet.weights.files import LoadReport, save_weights
 from botnet.weights.pretrained import fetch, imagenet_source, load_fetched, load_pretrained
 
 
-def create_model(name: str, *args: Any, pretrained: str | os.PathLike | None = None, **kwargs: Any) -> BoTNet:
+def create_model(name: str, *args: Any, pretrained: str | os.PathLike | None = None, features_only: bool = False,
+                 out_indices: Sequence[int] = (0, 1, 2, 3, 4), **kwargs: Any) -> BoTNet | FeatureExtractor:
     """Build the registered model ``name`` (arguments as :func:`botnet.models.create_model`) and,
     with ``pretrained``, fill it from that source: ``"imagenet"``,
     ``"torchvision:ResNet50_Weights.IMAGENET1K_V2"``, ``"timm:botnet26t_256.c1_in1k"`` or a local
-    file. What was loaded, skipped and left at init is in ``model.load_report``."""
+    file. What was loaded, skipped and left at init is in ``model.load_report``. With
+    ``features_only`` the filled model's feature maps (timm's convention, see
+    :class:`~botnet.models.features.FeatureExtractor`)."""
     model = build_model(name, *args, **kwargs)
     if pretrained:
         model.load_report = load_pretrained(model, pretrained)
-    return model
+    return FeatureExtractor(model, out_indices) if features_only else model
 
 
 def convert_weights(

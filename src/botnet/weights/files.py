@@ -21,7 +21,7 @@ from torch import nn
 
 from botnet.errors import UserError
 from botnet.io import atomic_path
-from botnet.layers.pos_embed import rel_table_for_length, resize_abs_table
+from botnet.layers.pos_embed import resize_table
 
 METADATA_KEY = "botnet"
 
@@ -56,10 +56,12 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
 
 
 def _check_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such weights file")
-    return path
+    from botnet.reading import regular_file
+
+    try:
+        return regular_file(path, "weights file")
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -113,10 +115,7 @@ def adapt_position_tables(state: dict[str, torch.Tensor], model: nn.Module) -> l
         want = target[key].shape
         if value.shape == want or value.dim() != 2 or value.shape[1] != want[1]:
             continue
-        if leaf.startswith("rel"):
-            state[key] = rel_table_for_length(value, (want[0] + 1) // 2).clone()
-        else:
-            state[key] = resize_abs_table(value, want[0]).clone()
+        state[key] = resize_table(value, want[0], relative=leaf.startswith("rel")).clone()
         resized.append(key)
     return resized
 

@@ -37,7 +37,14 @@ def truthy(name: str) -> bool:
 
 
 def _timeout() -> float:
-    return float(os.environ.get(TIMEOUT_ENV) or 30)
+    text = os.environ.get(TIMEOUT_ENV) or "30"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # NaN fails this too
+        raise UserError(f"{TIMEOUT_ENV}={text!r}: must be a number of seconds above 0 and at most 3600")
+    return value
 
 
 @contextlib.contextmanager
@@ -54,8 +61,12 @@ def _unreachable(url: str) -> str | None:
     """Why ``url``'s host (or the HTTPS proxy) cannot be reached, or None: one bounded connection
     attempt, so that a machine without network fails at once instead of through a client's retries."""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("ALL_PROXY")
-    target = urlparse(proxy if proxy else url)
-    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    try:
+        target = urlparse(proxy if proxy else url)
+        host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    except ValueError as e:
+        raise UserError(f"HTTPS_PROXY={proxy!r}: not a usable proxy address ({e})" if proxy
+                        else f"{url}: not a usable address ({e})") from None
     try:
         socket.create_connection((host, port), timeout=min(_timeout(), 10)).close()
     except OSError as e:

@@ -95,7 +95,7 @@ def _timm_cfg(name: str, text: str):
         import timm
         from timm.models import get_pretrained_cfg
     except ImportError:
-        raise UserError(f"{text}: timm sources need the timm package (pip install timm)") from None
+        raise UserError(f'{text}: timm sources need the timm package (pip install "botnet[timm]")') from None
     try:
         cfg = get_pretrained_cfg(name)
     except RuntimeError as e:

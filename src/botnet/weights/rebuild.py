@@ -41,8 +41,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from botnet import limits
 from botnet.errors import UserError
 from botnet.models import BoTNet, ModelConfig, get_model_config
+from botnet.reading import regular_file
 from botnet.models.botnet import IMAGENET_MEAN, IMAGENET_STD
 from botnet.tasks import DEFAULT, get_task
 from botnet.weights.files import load_state_dict, load_weights, read_metadata
@@ -74,6 +76,41 @@ class LoadedModel:
 
 
 # -- checking a description against a file ------------------------------------------------------
+
+
+def _text(v: Any) -> str | None:
+    return None if isinstance(v, str) else "must be a string"
+
+
+#: what each metadata key may hold (botnet.limits' rules); anything else is refused by name (``task``
+#: is checked by the task registry where it is read)
+METADATA_LIMITS = {
+    "model": _text, "num_classes": limits.between(0, limits.MAX_CLASSES, integer=True),
+    "class_names": limits.each(_text), "img_size": limits.each(limits.IMAGE_SIDE, length=2),
+    "crop_pct": limits.fraction(lo_open=True), "mean": limits.each(limits.between(), length=3),
+    "std": limits.each(limits.above(0), length=3), "canvas": limits.CANVAS_SIDE,
+    "cat_ids": limits.each(limits.between(integer=True)),
+}
+
+
+def check_metadata(path: Path, meta: Any) -> dict[str, Any]:
+    """``meta`` if every key it holds is in range (``METADATA_LIMITS``), else a :class:`UserError`
+    naming the file and the key: a crafted or damaged header is refused before anything is built."""
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: corrupt botnet metadata: a {type(meta).__name__}, not a mapping of keys")
+    for key, rule in METADATA_LIMITS.items():
+        why = rule(meta[key]) if key in meta else None
+        if why:
+            raise UserError(f"{path}: corrupt botnet metadata: {key}={meta[key]!r}: {why}")
+    names, cat_ids = meta.get("class_names"), meta.get("cat_ids")
+    if names is not None and len(names) > limits.MAX_CLASSES:
+        raise UserError(f"{path}: corrupt botnet metadata: {len(names)} class names, more than {limits.MAX_CLASSES}")
+    if cat_ids is not None and names is not None and len(cat_ids) != len(names):
+        raise UserError(f"{path}: corrupt botnet metadata: {len(cat_ids)} cat_ids for {len(names)} class names")
+    for key in ("config", "detector"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise UserError(f"{path}: corrupt botnet metadata: {key} must be a mapping, got {meta[key]!r}")
+    return meta
 
 
 def config_differences(file_config: Mapping[str, Any], model_config: Mapping[str, Any]) -> list[str]:
@@ -182,8 +219,9 @@ def load_model(weights: str | os.PathLike, model: str | None = None, *, img_size
     ``img_size`` changes the classification input size (position tables are resized), or a
     detector's canvas; ``overrides`` are ModelConfig fields for files without a config."""
     path = Path(weights)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: no such weights file")
-    meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+    regular_file(path, "weights file")  # a FIFO would block the reader
+    meta = check_metadata(path, read_metadata(path)) if path.suffix == ".safetensors" else {}
     kind = get_task(meta.get("task", DEFAULT), where=path)
     return kind.rebuild(path, meta, model=model, img_size=img_size, device=device, overrides=overrides)
