@@ -47,7 +47,8 @@ PAIRS = [
 ]
 
 
-@pytest.mark.parametrize("argv, function, names", PAIRS, ids=[f"{' '.join(a[:2])}->{f.__qualname__}" for a, f, _ in PAIRS])
+@pytest.mark.parametrize("argv, function, names", PAIRS,
+                         ids=[f"{' '.join(a[:2])}->{f.__qualname__}" for a, f, _ in PAIRS])
 def test_python_defaults_equal_the_command_line_defaults(argv, function, names):
     args = build_cli().parser.parse_args(argv)
     params = inspect.signature(function).parameters

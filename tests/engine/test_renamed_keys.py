@@ -67,7 +67,8 @@ def test_old_key_in_a_recipe_loads_with_one_line(tmp_path, capsys, cls, old, val
 
 @pytest.mark.parametrize("cls, old, value, new, expected", RENAMES, ids=IDS)
 def test_old_key_as_an_override_loads_with_one_line(capsys, cls, old, value, new, expected):
-    cfg = load_config(cls, None, start_from_bn(cls) + [f"{old}={yaml.safe_dump(value, default_flow_style=True).strip()}"])
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    cfg = load_config(cls, None, start_from_bn(cls) + [f"{old}={text}"])
     assert get(cfg, new) == expected
     assert capsys.readouterr().err.splitlines() == [deprecated_key_line(old, new)]
 

@@ -163,7 +163,8 @@ def test_data_shapes_size_upper_bound(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["data", "stats", "--ann", "x.json", "--img-size", "100000"], "argument --img-size: must be at least 32 and at most 4096"),
+    (["data", "stats", "--ann", "x.json", "--img-size", "100000"],
+     "argument --img-size: must be at least 32 and at most 4096"),
     (["profile", "resnet_tiny", "--img-size", "100000"], "argument --img-size: must be at least 1 and at most 4096"),
     (["profile", "resnet_tiny", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
 ])

@@ -38,9 +38,11 @@ def run(args) -> int:
     size = args.img_size
     if size is not None and len(size) not in (1, 2):
         raise UserError(f"--img-size takes S or H W, got {len(size)} numbers")
+    if size is not None:
+        size = tuple(size) * (3 - len(size))  # S means S x S
     try:
         result = export_model(
-            args.source, args.out, format=args.format, img_size=None if size is None else tuple(size) * (3 - len(size)), dynamic=args.dynamic,
+            args.source, args.out, format=args.format, img_size=size, dynamic=args.dynamic,
             features=args.features, model=args.model, num_classes=args.num_classes, opset=args.opset,
             check=not args.no_check, say=lambda line: print(line, file=sys.stderr, flush=True),
         )

@@ -143,7 +143,8 @@ def fit_anchors(cfg, say=print):
     before = coverage(stats.wh, anchor_shapes(sizes, m.anchor_scales, m.aspect_ratios))
     after = coverage(stats.wh, anchor_shapes(**{"sizes": fitted["anchor_sizes"], "scales": fitted["anchor_scales"],
                                                   "ratios": fitted["aspect_ratios"]}))
-    say(f"anchors fitted to {len(stats.wh)} training boxes at canvas {cfg.data.img_size}: sizes {fitted['anchor_sizes']} "
+    say(f"anchors fitted to {len(stats.wh)} training boxes at canvas {cfg.data.img_size}: "
+        f"sizes {fitted['anchor_sizes']} "
         f"x scales {fitted['anchor_scales']}, aspect ratios {fitted['aspect_ratios']}; boxes with an anchor of "
         f"IoU >= {RPN_FG_IOU}: {100 * before:.0f}% -> {100 * after:.0f}%")
     return dataclasses.replace(cfg, model=dataclasses.replace(m, **fitted))

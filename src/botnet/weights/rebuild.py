@@ -52,7 +52,9 @@ from botnet.weights.fit import differences
 
 #: ModelConfig fields that do not change the weights or the function of a trained model:
 #: position tables are resized to any input size, the rest only act during training or at init.
-CONFIG_FIELDS_FREE_AT_INFERENCE = ("img_size", "input_size", "drop_rate", "drop_path_rate", "zero_init_last", "description")
+# input_size: img_size in files written by earlier versions
+CONFIG_FIELDS_FREE_AT_INFERENCE = ("img_size", "input_size", "drop_rate", "drop_path_rate", "zero_init_last",
+                                   "description")
 #: position tables: resized on load (any length), so only their width must match
 _RESIZED_TABLES = ("rel_h", "rel_w", "abs_h", "abs_w")
 
