@@ -168,6 +168,7 @@ MUTANTS = [
     # -- evaluation repeats the run's own ----------------------------------------------------------
     m("eval-pads-to-the-batch", "detection/maskrcnn.py", "model.transform.pad_square = canvas",
       "model.transform.pad_square = None",
+      "tests/detection/test_maskrcnn.py::test_an_images_detections_do_not_depend_on_the_images_batched_with_it",
       "tests/detection/test_cli_det.py::test_eval_of_the_best_weights_repeats_the_runs_own_evaluation"),
     m("eval-amp-not-the-runs", "engine/evaluate.py", "recorded = metadata.get(EVAL_AMP)", "recorded = None",
       "tests/detection/test_cli_det.py::test_eval_of_the_best_weights_repeats_the_runs_own_evaluation"),

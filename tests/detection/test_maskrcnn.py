@@ -50,6 +50,20 @@ def test_predicts_any_input_size_in_original_coordinates():
         assert (o["boxes"][:, 2] <= w).all() and (o["boxes"][:, 3] <= h).all()
 
 
+def test_an_images_detections_do_not_depend_on_the_images_batched_with_it():
+    # the attention is global: padding to the largest image of the batch (torchvision's way) would
+    # change what a wide image's c5 sees when a tall one shares its batch
+    torch.manual_seed(0)
+    model = build_maskrcnn("botnet_tiny", num_classes=2, score_thresh=0.0, **SMALL).eval()
+    wide, tall = torch.rand(3, 32, 64), torch.rand(3, 64, 32)
+    with torch.no_grad():
+        alone = model([wide])[0]
+        batched = model([wide, tall])[0]
+    assert len(alone["boxes"]) > 0
+    torch.testing.assert_close(batched["boxes"], alone["boxes"], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(batched["scores"], alone["scores"], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("roi_size", [14, 7])
 def test_mask_roi_size_sets_the_mask_resolution(roi_size):
     """The mask RoIs are ``mask_roi_size`` square and the predicted masks twice that, in training
