@@ -12,7 +12,8 @@ more gets; the demo's own recipe loads in the main process (0). img/s counts the
 the first two (the first steps build caches and, with amp auto, compare bf16 with fp32 once per
 machine). Candidates alternate within each round, so each meets the machine in the same state;
 each figure is the median over rounds. The setting every run takes is ``DEFAULT`` in
-``botnet/engine/threads.py``: the one that keeps the most img/s beside the job.
+``botnet/engine/threads.py``: one that loses nothing alone and keeps at least half its idle rate
+beside the job (BENCHMARKS.md says which and why).
 """
 from __future__ import annotations
 
@@ -67,9 +68,11 @@ def one_run(name: str, data_dir: Path, run_dir: Path, steps: int) -> dict:
                    env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - started
     rows = [r for r in read_metrics_csv(run_dir / "metrics.csv") if r["kind"] == "train" and r["step"] > SKIP_STEPS]
-    seconds = sum(1 / r["throughput"] for r in rows)  # each row is one step of batch images
+    # each row is one step (log.every_steps=1) and its throughput that step's img/s: the run's img/s
+    # is the images over the seconds, batch / throughput seconds per step
+    seconds = sum(batch_size() / r["throughput"] for r in rows)
     shutil.rmtree(run_dir)
-    return {"img_s": len(rows) / seconds * batch_size(), "wall_s": wall, "workers": workers}
+    return {"img_s": len(rows) * batch_size() / seconds, "wall_s": wall, "workers": workers}
 
 
 def batch_size() -> int:
