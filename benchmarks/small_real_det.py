@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -228,6 +227,11 @@ def main() -> None:
     p.add_argument("--name", default="small_real_det", help="results/NAME.md and NAME.json")
     args = p.parse_args()
     common.setup_threads(args.threads)
+    info = common.machine(torch.device("cpu"))
+    notes = (f"{args.epochs} epochs of batch {args.batch_size} on {TILE} px tiles (64 training, 16 held out per set), "
+             f"evaluated every {EVAL_EVERY} epochs and at the end; seed {args.seed}. "
+             "Ours: `botnet train det` without `--config` (`--anchors auto`); stock: torchvision's builder and a "
+             "plain loop (the script's docstring).")
     rows, raw = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in args.sets:
@@ -240,14 +244,11 @@ def main() -> None:
                 raw[f"{set_name}/{model}"] = result
                 rows.append(summary_row(set_name, model, result))
                 print(" | ".join(rows[-1]), flush=True)
-    table = common.markdown_table(["set", "model", "recipe", "box AP final", "box AP best", "AP50 final",
-                                   "AP50 best"], rows)
-    notes = (f"{args.epochs} epochs of batch {args.batch_size} on {TILE} px tiles (64 training, 16 held out per set), "
-             f"evaluated every {EVAL_EVERY} epochs and at the end; seed {args.seed}. "
-             "Ours: `botnet train det` without `--config` (`--anchors auto`); stock: torchvision's builder and a "
-             "plain loop (the script's docstring).")
-    common.write_report(args.name, "Small real detection sets: ours against torchvision's stock detectors",
-                        common.machine(torch.device("cpu")), [table, notes], raw)
+                # after every row: hours of training are not lost to a run stopped before the last one
+                table = common.markdown_table(["set", "model", "recipe", "box AP final", "box AP best",
+                                               "AP50 final", "AP50 best"], rows)
+                common.write_report(args.name, "Small real detection sets: ours against torchvision's stock "
+                                    "detectors", info, [table, notes], raw)
 
 
 if __name__ == "__main__":
