@@ -37,6 +37,11 @@ class DataError(UserError):
         super().__init__(message)
 
 
+def deprecation_line(old: str, new: str) -> str:
+    """The one line an old spelling prints (a flag, a config key), naming the new one."""
+    return f"botnet: warning: {old} is deprecated; use {new}"
+
+
 def old_argument(function: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
     """The value of a renamed Python keyword: the old keyword's where it is given, with a
     FutureWarning naming the new one (one name per quantity: the command line's), else ``new``'s."""

@@ -11,9 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-
-def deprecation_line(old: str, new: str) -> str:
-    return f"botnet: warning: {old} is deprecated; use {new}"
+from botnet.errors import deprecation_line
 
 
 class _OldSpelling(argparse.Action):

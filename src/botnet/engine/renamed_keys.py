@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from botnet.errors import deprecation_line
+
 #: what ``Renamed.convert`` returns when the new key needs no change
 UNCHANGED = object()
 
@@ -34,7 +36,7 @@ class Renamed:
 
 
 def deprecated_key_line(old: str, new: str) -> str:
-    return f"botnet: warning: config key {old} is deprecated; use {new}"
+    return deprecation_line(f"config key {old}", new)
 
 
 def _parent(data: dict, dotted: str, create: bool = False) -> dict | None:
