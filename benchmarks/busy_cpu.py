@@ -70,9 +70,10 @@ def one_run(name: str, data_dir: Path, run_dir: Path, steps: int) -> dict:
     rows = [r for r in read_metrics_csv(run_dir / "metrics.csv") if r["kind"] == "train" and r["step"] > SKIP_STEPS]
     # each row is one step (log.every_steps=1) and its throughput that step's img/s: the run's img/s
     # is the images over the seconds, batch / throughput seconds per step
-    seconds = sum(batch_size() / r["throughput"] for r in rows)
+    batch = batch_size()
+    seconds = sum(batch / r["throughput"] for r in rows)
     shutil.rmtree(run_dir)
-    return {"img_s": len(rows) * batch_size() / seconds, "wall_s": wall, "workers": workers}
+    return {"img_s": len(rows) * batch / seconds, "wall_s": wall, "workers": workers}
 
 
 def batch_size() -> int:
