@@ -1,4 +1,5 @@
 """The parts of a run: SyncBatchNorm and the memory format decided once, where the model is prepared."""
+import warnings
 
 import pytest
 import torch
@@ -27,10 +28,34 @@ def test_batchnorm_is_synchronized_for_several_processes_when_the_task_asks(monk
     real = du.batchnorm_for_device
     monkeypatch.setattr(du, "batchnorm_for_device", lambda m, d, sync: seen.append(sync) or real(m, d, sync))
     task = NormTask(task_sync)
-    model = prepare_model(task.build_model(), task, toy_config(), du.DistInfo(0, world), torch.device("cpu"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = prepare_model(task.build_model(), task, toy_config(), du.DistInfo(0, world), torch.device("cpu"))
     assert seen[0] == expected  # (the first call: the rest are its recursion into the children)
-    # on the CPU, where PyTorch's SyncBatchNorm does not run, the BatchNorm stays per process
+    # on the CPU, where PyTorch's SyncBatchNorm does not run, the BatchNorm stays per process, and says so
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert any("syncbn is CUDA-only" in str(w.message) for w in caught) == expected
+
+
+@pytest.mark.parametrize("sync_bn, expected", [(False, False), (True, True)])
+def test_the_old_dist_sync_bn_key_still_synchronizes_a_classifier(monkeypatch, capsys, sync_bn, expected):
+    # dist.sync_bn was the second key of model.norm: syncbn; a recipe that still says it keeps its meaning
+    from botnet.classification.config import ClassificationConfig
+    from botnet.classification.task import ClassificationTask
+    from botnet.engine.config import load_config
+
+    seen = []
+    real = du.batchnorm_for_device
+    monkeypatch.setattr(du, "batchnorm_for_device", lambda m, d, sync: seen.append(sync) or real(m, d, sync))
+    cfg = load_config(ClassificationConfig, overrides=["model.name=resnet_tiny", f"dist.sync_bn={str(sync_bn).lower()}"])
+    task = ClassificationTask(cfg, class_names=["a", "b"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = prepare_model(task.build_model(), task, toy_config(), du.DistInfo(0, 2), torch.device("cpu"))
+    assert seen[0] == expected
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert any("syncbn is CUDA-only" in str(w.message) for w in caught) == expected
+    assert ("dist.sync_bn" in capsys.readouterr().err) == sync_bn  # the one deprecation line
 
 
 def test_inputs_follow_the_memory_format_the_model_was_prepared_in():

@@ -68,6 +68,8 @@ def prepare_model(model: nn.Module, task: Task, cfg: TrainConfig, info: du.DistI
     one place that decides it. PyTorch's SyncBatchNorm runs on CUDA only: elsewhere each process
     keeps its own statistics."""
     sync = info.enabled and task.sync_batchnorm
+    if sync and device.type != "cuda":
+        warnings.warn(f"model.norm: syncbn is CUDA-only in PyTorch; BatchNorm stays per process on {device.type}")
     model = du.batchnorm_for_device(model, device, sync)
     model.to(device)
     if cfg.train.channels_last:
