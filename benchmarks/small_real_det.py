@@ -189,22 +189,28 @@ def run_stock(name: str, data: dict[str, Path], args) -> dict:
         return warm * 0.1 ** sum(step >= d for d in decays)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    evals, step = [], 0
+    evals, step, diverged = [], 0, None
     model.train()
     for epoch in range(1, args.epochs + 1):
         for images, targets, _ in loader:
             if "maskrcnn" not in name:
                 targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
             loss = sum(model(list(images), list(targets)).values())
+            if not math.isfinite(loss.item()):  # torchvision's reference script stops here too
+                diverged = step
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-        if epoch % EVAL_EVERY == 0 or epoch == args.epochs:
+        if diverged is not None or epoch % EVAL_EVERY == 0 or epoch == args.epochs:
             evals.append({"epoch": epoch, **evaluate_stock(model, data)})
+        if diverged is not None:
+            break
     start = "ImageNet backbone" if backbone is not None else "from scratch"
-    return {"recipe": f"torchvision loop, {start}", "evals": evals}
+    stopped = f"; loss not finite at step {diverged}, stopped as torchvision's reference does" if diverged else ""
+    return {"recipe": f"torchvision loop, {start}{stopped}", "evals": evals, "nonfinite_step": diverged}
 
 
 # -- the table --------------------------------------------------------------------------------------------
