@@ -209,7 +209,8 @@ def run_stock(name: str, data: dict[str, Path], args) -> dict:
         if diverged is not None:
             break
     start = "ImageNet backbone" if backbone is not None else "from scratch"
-    stopped = f"; loss not finite at step {diverged}, stopped as torchvision's reference does" if diverged else ""
+    stopped = (f"; loss not finite at step {diverged}, stopped as torchvision's reference does"
+               if diverged is not None else "")
     return {"recipe": f"torchvision loop, {start}{stopped}", "evals": evals, "nonfinite_step": diverged}
 
 
