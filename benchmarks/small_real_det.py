@@ -25,11 +25,14 @@ at the end; the table gives the final and the best evaluation.
     python benchmarks/small_real_det.py                 # the full table (hours on a CPU)
     python benchmarks/small_real_det.py --epochs 1 --sets coins --models botnet_tiny fasterrcnn_resnet50_fpn \\
         --name small_real_det_smoke                     # a check that it runs
+    python benchmarks/small_real_det.py --combine NAME1 NAME2 --name small_real_det_all
+                                                        # one table from runs made apart (rows name their file)
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -223,6 +226,28 @@ def summary_row(set_name: str, model: str, result: dict) -> list:
             f"{final['box_ap50']:.1f}", f"{best['box_ap50']:.1f}"]
 
 
+def combine(names: list[str], out: str) -> None:
+    """One table from the rows of several earlier runs (``results/NAME.json``), for rows that ran apart
+    (on both cores at once): each row names its file, whose Machine and Command lines hold."""
+    rows, raw, machines = [], {}, []
+    for spec in names:  # NAME, or NAME:MODEL,MODEL for some of its rows
+        name, _, only = spec.partition(":")
+        data = json.loads((common.RESULTS / f"{name}.json").read_text())
+        machines.append(f"`{name}.md`: {data['machine'].get('date')}, cpu {data['machine'].get('cpu')}")
+        for key, result in data.items():
+            if "/" in key and isinstance(result, dict) and "evals" in result:
+                set_name, model = key.split("/", 1)
+                if only and model not in only.split(","):
+                    continue
+                rows.append(summary_row(set_name, model, result) + [f"`{name}.md`"])
+                raw[f"{name}:{key}"] = result
+    rows.sort(key=lambda r: (r[0], r[1] in STOCK, r[1]))
+    table = common.markdown_table(["set", "model", "recipe", "box AP final", "box AP best", "AP50 final",
+                                   "AP50 best", "file"], rows)
+    common.write_report(out, "Small real detection sets: ours against torchvision's stock detectors (combined)",
+                        {"rows from": "; ".join(machines)}, [table], raw)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", choices=["coins", "nuclei"], default=["coins", "nuclei"])
@@ -232,7 +257,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--name", default="small_real_det", help="results/NAME.md and NAME.json")
+    p.add_argument("--combine", nargs="+", metavar="NAME[:MODEL,...]",
+                   help="only combine the rows (or these models' rows) of earlier results/NAME.json")
     args = p.parse_args()
+    if args.combine:
+        return combine(args.combine, args.name)
     common.setup_threads(args.threads)
     info = common.machine(torch.device("cpu"))
     notes = (f"{args.epochs} epochs of batch {args.batch_size} on {TILE} px tiles (64 training, 16 held out per set), "
