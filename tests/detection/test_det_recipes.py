@@ -39,8 +39,7 @@ def test_the_small_data_recipe_builds_without_weights():
     from botnet.detection.maskrcnn import build_maskrcnn
 
     cfg = load_config(DetectionConfig, "det_finetune_small",
-                      ["model.name=botnet_tiny", "model.backbone_weights=null", "data.img_size=128",
-                       "model.anchor_sizes=[16,32,64,128,256]"])  # auto is fitted when training starts
+                      ["model.name=botnet_tiny", "model.backbone_weights=null", "data.img_size=128"])
     model = build_maskrcnn(cfg.model, 1, canvas=cfg.data.img_size)
     body = model.backbone.body
     assert any(isinstance(x, FrozenBatchNorm2d) for x in body.modules())
@@ -88,8 +87,6 @@ def test_under_the_threshold_a_model_without_cached_weights_trains_from_scratch(
     scratch = load_config(DetectionConfig, "det_scratch_small")
     small = load_config(DetectionConfig, "det_finetune_small")
     assert scratch.model.backbone_weights is None and scratch.model.norm == "bn" and scratch.model.freeze_at == 0
-    # a small set's objects are often far from COCO's anchors: both fit them to the training boxes
-    assert scratch.model.anchor_sizes == small.model.anchor_sizes == "auto"
     # the schedule, clipping, RoI counts and best-keeping evaluation are the small-data recipe's
     for section in ("train", "optim", "schedule", "eval", "checkpoint", "data"):
         assert getattr(scratch, section) == getattr(small, section), section
@@ -131,14 +128,9 @@ def test_the_cli_names_the_recipe_first_and_where_imagenet_weights_go(tmp_path, 
     cfg = run_config(DetectionConfig, args, train_overrides(args), choose_recipe)
     assert capsys.readouterr().err.startswith("recipe det_scratch_small: chosen from the data: 12 training images")
     assert cfg.model.norm == "frozen" and cfg.model.box_batch_size == 128  # the flag wins, the recipe fills the rest
-    assert cfg.model.anchor_sizes == "auto"  # fitted without --anchors
     hint = random_backbone_hint(cfg.model)
     assert "--backbone-weights imagenet" in hint and str(imagenet_cache_file("botnet50")[0]) in hint
     args = parse(["train", "det", "--data", str(tmp_path), "--ann", str(ann), "--out", str(tmp_path / "run"),
                   "--config", "det_24ep"])
     assert run_config(DetectionConfig, args, train_overrides(args), choose_recipe).train.epochs == 24
     assert capsys.readouterr().err == ""
-    args = parse(["train", "det", "--data", str(tmp_path), "--ann", str(ann), "--model", "botnet50",
-                  "--out", str(tmp_path / "run"), "--set", "model.anchor_sizes=[8,16,32,64,128]"])
-    cfg = run_config(DetectionConfig, args, train_overrides(args), choose_recipe)
-    assert cfg.model.anchor_sizes == [8, 16, 32, 64, 128]  # given sizes win
