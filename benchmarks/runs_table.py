@@ -2,7 +2,7 @@
 ``metrics.json`` (what ``botnet train`` writes): for ablations run with the ``botnet`` command
 itself, whose metrics files are kept under ``benchmarks/results/``.
 
-    python benchmarks/runs_table.py benchmarks/results/small_jitter/*_metrics.json --name small_jitter
+    python benchmarks/runs_table.py benchmarks/results/small_det_ablation/*_metrics.json --name small_det_ablation
 """
 from __future__ import annotations
 
@@ -25,21 +25,23 @@ def main() -> None:
     p.add_argument("metrics", nargs="+", type=Path, help="metrics.json files of finished runs")
     p.add_argument("--name", required=True, help="results/NAME.md and NAME.json")
     args = p.parse_args()
-    runs = {path.name.removesuffix("_metrics.json").removesuffix(".json"): json.loads(path.read_text())
-            for path in args.metrics}
-    keys = [k for k in COLUMNS if any(f"val_{k}" in m for m in runs.values())]
+    # (run name, file, metrics), one per file: two files of one name stay two rows
+    runs = [(path.name.removesuffix("_metrics.json").removesuffix(".json"), path, json.loads(path.read_text()))
+            for path in args.metrics]
+    keys = [k for k in COLUMNS if any(f"val_{k}" in m for _, _, m in runs)]
     header = ["run"] + [f"{COLUMNS[k]} final" for k in keys] + [f"{COLUMNS[keys[0]]} best", "file"]
+
     def cells(ms: list[dict]) -> list[str]:
         return [fmt([m.get(f"val_{k}") for m in ms]) for k in keys] + [fmt([m.get(f"best_val_{keys[0]}") for m in ms])]
 
-    rows = [[name] + cells([m]) + [f"`{path.name}`"] for (name, m), path in zip(runs.items(), args.metrics)]
+    rows = [[name] + cells([m]) + [f"`{path.name}`"] for name, path, m in runs]
     groups: dict[str, list[dict]] = {}
-    for name, m in runs.items():  # NAME_seedK: the mean over seeds of each NAME
+    for name, _, m in runs:  # NAME_seedK: the mean over seeds of each NAME
         if "_seed" in name:
             groups.setdefault(name.rsplit("_seed", 1)[0], []).append(m)
     rows += [[f"{g}, mean of {len(ms)} seeds"] + cells(ms) + ["-"] for g, ms in groups.items() if len(ms) > 1]
     common.write_report(args.name, "Training runs: final and best evaluations", {"files": "metrics.json of each run"},
-                        [common.markdown_table(header, rows)], {"runs": runs})
+                        [common.markdown_table(header, rows)], {"runs": {str(path): m for _, path, m in runs}})
 
 
 if __name__ == "__main__":
