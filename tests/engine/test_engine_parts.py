@@ -18,19 +18,25 @@ class NormTask(ToyTask):
         self.sync_batchnorm = sync
 
 
+def prepare_on_cpu(monkeypatch, task, world: int):
+    """``task``'s model prepared on the CPU as process 0 of ``world``: the ``sync`` each
+    ``batchnorm_for_device`` call got, the model, and the warnings raised."""
+    seen = []
+    real = du.batchnorm_for_device
+    monkeypatch.setattr(du, "batchnorm_for_device", lambda m, d, sync: seen.append(sync) or real(m, d, sync))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = prepare_model(task.build_model(), task, toy_config(), du.DistInfo(0, world), torch.device("cpu"))
+    return seen, model, caught
+
+
 @pytest.mark.parametrize("world, task_sync, expected", [
     (1, True, False),     # one process: nothing to synchronize with
     (2, False, False),
     (2, True, True),      # the task asks (a model with norm: syncbn)
 ])
 def test_batchnorm_is_synchronized_for_several_processes_when_the_task_asks(monkeypatch, world, task_sync, expected):
-    seen = []
-    real = du.batchnorm_for_device
-    monkeypatch.setattr(du, "batchnorm_for_device", lambda m, d, sync: seen.append(sync) or real(m, d, sync))
-    task = NormTask(task_sync)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = prepare_model(task.build_model(), task, toy_config(), du.DistInfo(0, world), torch.device("cpu"))
+    seen, model, caught = prepare_on_cpu(monkeypatch, NormTask(task_sync), world)
     assert seen[0] == expected  # (the first call: the rest are its recursion into the children)
     # on the CPU, where PyTorch's SyncBatchNorm does not run, the BatchNorm stays per process, and says so
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
@@ -44,14 +50,8 @@ def test_the_old_dist_sync_bn_key_still_synchronizes_a_classifier(monkeypatch, c
     from botnet.classification.task import ClassificationTask
     from botnet.engine.config import load_config
 
-    seen = []
-    real = du.batchnorm_for_device
-    monkeypatch.setattr(du, "batchnorm_for_device", lambda m, d, sync: seen.append(sync) or real(m, d, sync))
     cfg = load_config(ClassificationConfig, overrides=["model.name=resnet_tiny", f"dist.sync_bn={str(sync_bn).lower()}"])
-    task = ClassificationTask(cfg, class_names=["a", "b"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = prepare_model(task.build_model(), task, toy_config(), du.DistInfo(0, 2), torch.device("cpu"))
+    seen, model, caught = prepare_on_cpu(monkeypatch, ClassificationTask(cfg, class_names=["a", "b"]), world=2)
     assert seen[0] == expected
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     assert any("syncbn is CUDA-only" in str(w.message) for w in caught) == expected
